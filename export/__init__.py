@@ -1,0 +1,1 @@
+"""osnet_edge.export: ONNX / OpenVINO IR / TensorRT writers, each verified against PyTorch."""

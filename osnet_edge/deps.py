@@ -1,0 +1,39 @@
+"""Optional imports that fail with one line naming the extra to install."""
+import importlib
+
+from .errors import MissingDependencyError
+
+# module -> (pip extra, what it is for)
+_EXTRAS = {
+    "torch": ("train", "PyTorch models, training and export"),
+    "onnx": ("onnx", "ONNX export"),
+    "onnxruntime": ("onnx", "the ONNX Runtime backend"),
+    "onnxslim": ("onnx", "ONNX graph simplification"),
+    "openvino": ("openvino", "the OpenVINO backend and IR export"),
+    "nncf": ("openvino", "OpenVINO INT8 quantization"),
+    "tensorrt": ("tensorrt", "TensorRT engines"),
+    "cuda": ("tensorrt", "the TensorRT runtime (cuda-python)"),
+    "cv2": ("runtime", "image resizing"),
+    "matplotlib": ("bench", "plots"),
+}
+
+
+def require(module: str, purpose: str | None = None):
+    """Import `module` or raise MissingDependencyError naming the extra that provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        extra, what = _EXTRAS.get(top, (None, top))
+        hint = f"pip install 'osnet-edge[{extra}]'" if extra else f"pip install {top}"
+        raise MissingDependencyError(
+            f"{purpose or what} needs the '{top}' package, which is not installed: {hint}"
+        ) from exc
+
+
+def available(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:
+        return False

@@ -1,0 +1,131 @@
+"""Embedder: person crops -> (N, 512) L2-normalised float32 embeddings, from any artifact. Torch-free."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..errors import ArtifactError, InputError
+from ..metadata import ModelMeta
+from ..preprocess import crop_boxes, to_batch
+from .base import backend_class
+
+DEFAULT_BATCH = 32
+
+
+class Embedder:
+    """Embed person crops with an exported OSNet (or a PyTorch checkpoint).
+
+    >>> emb = Embedder("osnet_x0_25_256x128_fp32.onnx")
+    >>> feats = emb.embed(crops)          # (N, 512) float32, rows L2-normalised
+
+    path: .onnx (ONNX Runtime), .xml (OpenVINO IR), .engine/.plan (TensorRT), .pt/.pth (PyTorch).
+    device: backend device ("cpu", "cuda", "CPU", "GPU", "AUTO"); None picks the best available.
+    batch_size: crops per backend call (large inputs are split); None = 32 or the engine's max batch.
+    threads: CPU threads for the backend; None = the backend's default.
+    input_size: (H, W), only for artifacts without osnet-edge metadata.
+    Further keyword options go to the backend (e.g. OpenVINO's hint="throughput").
+
+    Thread safety: one Embedder may be shared by threads. Backends that are not safe to call
+    concurrently (flag thread_safe False) are serialised by a lock; results are identical either way.
+    """
+
+    def __init__(self, path, device=None, batch_size=None, threads=None, input_size=None, **backend_options):
+        self.backend = backend_class(path)(path, device=device, threads=threads, **backend_options)
+        meta = self.backend.meta
+        if meta is None:
+            if input_size is None:
+                raise ArtifactError(
+                    f"{path} carries no osnet-edge metadata, so its input size and normalisation are unknown. "
+                    f"Re-export it with osnet-export, or pass input_size=(H, W) (ImageNet mean/std and RGB "
+                    f"order are then assumed, as in torchreid)")
+            meta = ModelMeta(arch="unknown", width=1.0, input_size=input_size,
+                             feature_dim=getattr(self.backend, "feature_dim", 512))
+        self.meta = meta
+        limit = self.backend.max_batch
+        self.batch_size = int(batch_size or (min(DEFAULT_BATCH, limit) if limit else DEFAULT_BATCH))
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        self._lock = None if self.backend.thread_safe else threading.Lock()
+
+    @property
+    def input_size(self):
+        return self.meta.input_size
+
+    @property
+    def feature_dim(self) -> int:
+        return self.meta.feature_dim
+
+    def preprocess(self, crops) -> np.ndarray:
+        """The artifact's input for these crops (the one preprocessing, with the artifact's settings)."""
+        m = self.meta
+        return to_batch(crops, m.input_size, m.mean, m.std, m.color_order, m.input_format)
+
+    def embed(self, crops) -> np.ndarray:
+        """crops: list of HxWx3 uint8 BGR images (any sizes; HxW and HxWx4 converted) or an NHWC uint8 array."""
+        n = len(crops)
+        if n == 0:
+            return np.zeros((0, self.feature_dim), np.float32)
+        out = np.empty((n, self.feature_dim), np.float32)
+        for start in range(0, n, self.batch_size):
+            chunk = crops[start:start + self.batch_size]
+            try:
+                batch = self.preprocess(chunk)
+            except InputError as exc:
+                raise _shift_index(exc, start) from None
+            out[start:start + len(chunk)] = self.run_batch(batch)
+        return l2_normalize(out)
+
+    def embed_frame(self, frame, boxes) -> np.ndarray:
+        """Embed the xyxy boxes of one BGR frame (boxes are clipped to the frame)."""
+        return self.embed(crop_boxes(frame, boxes))
+
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Raw (unnormalised) features of a preprocessed batch, split/padded to the backend's batch limits."""
+        n = len(batch)
+        limit = self.backend.max_batch or n
+        parts = []
+        for start in range(0, n, limit):
+            part = batch[start:start + limit]
+            real = len(part)
+            if real < self.backend.min_batch:  # engines with a min batch: pad by repeating the last crop
+                pad = np.repeat(part[-1:], self.backend.min_batch - real, axis=0)
+                part = np.concatenate([part, pad])
+            if self._lock is None:
+                feats = self.backend.run(part)
+            else:
+                with self._lock:
+                    feats = self.backend.run(part)
+            parts.append(np.asarray(feats, np.float32).reshape(len(part), -1)[:real])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def close(self):
+        self.backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        m = self.meta
+        return (f"Embedder({str(self.backend.path)!r}, backend={self.backend.describe()}, arch={m.arch}, "
+                f"input={m.input_size[0]}x{m.input_size[1]}, precision={m.precision}, batch_size={self.batch_size})")
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.maximum(norms, 1e-12, out=norms)  # an all-zero embedding stays zero rather than NaN
+    x /= norms
+    return x
+
+
+def _shift_index(exc: InputError, offset: int) -> InputError:
+    """Errors from a chunk name the crop's index in the chunk; report it in the caller's list."""
+    import re
+
+    if offset == 0:
+        return exc
+    msg = re.sub(r"^crop (\d+)", lambda m: f"crop {int(m.group(1)) + offset}", str(exc))
+    return InputError(msg)

@@ -1,0 +1,1 @@
+"""Training core: datasets, samplers, augmentations, losses, recipes, the training loop."""

@@ -1,0 +1,53 @@
+"""osnet-edge: OSNet person re-ID from training to camera-end hardware.
+
+The design card's top-level folders map into one namespace: export/ -> osnet_edge.export,
+calibration/ -> osnet_edge.calibration, benchmarks/ -> osnet_edge.benchmarks.
+"""
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+here = Path(__file__).parent
+version = re.search(r'__version__ = "([^"]+)"', (here / "osnet_edge/_version.py").read_text()).group(1)
+
+extras = {
+    # the runtime itself (numpy + opencv) is the base install: a camera-end box needs no torch
+    "onnx": ["onnx>=1.15", "onnxruntime>=1.17", "onnxslim>=0.1.30"],
+    "openvino": ["openvino>=2024.0", "nncf>=2.12"],
+    # JetPack ships TensorRT and CUDA on a Jetson (aarch64): never pull desktop wheels there
+    "tensorrt": ['tensorrt>=10.0; platform_machine == "x86_64"', 'cuda-python>=12.0; platform_machine == "x86_64"'],
+    "train": ["torch>=2.1"],
+    "bench": ["matplotlib>=3.7", "psutil>=5.9"],
+    "dev": ["pytest>=8"],
+}
+extras["all"] = sorted({d for k, v in extras.items() if k != "tensorrt" for d in v})
+
+setup(
+    name="osnet-edge",
+    version=version,
+    description="OSNet person re-identification from training to camera-end hardware",
+    long_description=(here / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=[
+        "osnet_edge", "osnet_edge.models", "osnet_edge.runtime", "osnet_edge.training",
+        "osnet_edge.export", "osnet_edge.calibration", "osnet_edge.benchmarks",
+    ],
+    package_dir={
+        "osnet_edge": "osnet_edge",
+        "osnet_edge.export": "export",
+        "osnet_edge.calibration": "calibration",
+        "osnet_edge.benchmarks": "benchmarks",
+    },
+    install_requires=["numpy>=1.24", "opencv-python-headless>=4.8", "tqdm>=4.60"],
+    extras_require=extras,
+    entry_points={
+        "console_scripts": [
+            "osnet-export=osnet_edge.export.cli:main",
+            "osnet-bench=osnet_edge.benchmarks.cli:main",
+            "osnet-train=osnet_edge.training.cli:train_main",
+            "osnet-eval=osnet_edge.training.cli:eval_main",
+        ]
+    },
+)

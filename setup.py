@@ -15,8 +15,12 @@ extras = {
     # the runtime itself (numpy + opencv) is the base install: a camera-end box needs no torch
     "onnx": ["onnx>=1.15", "onnxruntime>=1.17", "onnxslim>=0.1.30"],
     "openvino": ["openvino>=2024.0", "nncf>=2.12"],
-    # JetPack ships TensorRT and CUDA on a Jetson (aarch64): never pull desktop wheels there
-    "tensorrt": ['tensorrt>=10.0; platform_machine == "x86_64"', 'cuda-python>=12.0; platform_machine == "x86_64"'],
+    # JetPack ships TensorRT on a Jetson (aarch64): the desktop wheel only on x86-64 Linux/Windows
+    # (Windows says AMD64). cuda-python is thin bindings that load the system's CUDA, so a Jetson
+    # takes it from the registry too; no TensorRT/CUDA wheels exist for macOS.
+    "tensorrt": ['tensorrt>=10.0; (platform_machine == "x86_64" or platform_machine == "AMD64") '
+                 'and sys_platform != "darwin"',
+                 'cuda-python>=12.0; sys_platform != "darwin"'],
     "train": ["torch>=2.1"],
     "bench": ["matplotlib>=3.7", "psutil>=5.9"],
     "dev": ["pytest>=8"],

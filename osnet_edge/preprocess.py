@@ -47,7 +47,9 @@ def resize_crops(crops, input_size) -> np.ndarray:
     h, w = input_size
     if isinstance(crops, np.ndarray) and crops.ndim == 4:
         if crops.dtype != np.uint8:
-            raise InputError(f"crop batch has dtype {crops.dtype}; expected uint8 NHWC BGR")
+            nan = np.issubdtype(crops.dtype, np.floating) and np.isnan(crops).any()
+            raise InputError(f"crop batch has dtype {crops.dtype}{' and contains NaN values' if nan else ''}; "
+                             f"expected uint8 NHWC BGR")
         if crops.shape[3] != 3:
             raise InputError(f"crop batch has shape {crops.shape}; expected (N, H, W, 3) BGR")
         if crops.shape[1:3] == (h, w):

@@ -31,7 +31,20 @@ class Embedder:
     """
 
     def __init__(self, path, device=None, batch_size=None, threads=None, input_size=None, **backend_options):
-        self.backend = backend_class(path)(path, device=device, threads=threads, **backend_options)
+        self._attach(backend_class(path)(path, device=device, threads=threads, **backend_options), batch_size,
+                     input_size)
+
+    @classmethod
+    def from_backend(cls, backend, batch_size=None, input_size=None) -> "Embedder":
+        """An Embedder over a backend already open, e.g. the in-memory PyTorch model the training loop
+        evaluates: the same batching, preprocessing and normalisation as for a file."""
+        self = cls.__new__(cls)
+        self._attach(backend, batch_size, input_size)
+        return self
+
+    def _attach(self, backend, batch_size, input_size):
+        self.backend = backend
+        path = backend.path
         meta = self.backend.meta
         if meta is None:
             if input_size is None:
@@ -39,8 +52,10 @@ class Embedder:
                     f"{path} carries no osnet-edge metadata, so its input size and normalisation are unknown. "
                     f"Re-export it with osnet-export, or pass input_size=(H, W) (ImageNet mean/std and RGB "
                     f"order are then assumed, as in torchreid)")
+            # a graph that takes uint8 is fed resized BGR crops as they are (backends report what they see)
             meta = ModelMeta(arch="unknown", width=1.0, input_size=input_size,
-                             feature_dim=getattr(self.backend, "feature_dim", 512))
+                             feature_dim=getattr(self.backend, "feature_dim", 512),
+                             input_format=getattr(self.backend, "input_format", "float_nchw"))
         self.meta = meta
         limit = self.backend.max_batch
         self.batch_size = int(batch_size or (min(DEFAULT_BATCH, limit) if limit else DEFAULT_BATCH))

@@ -1,0 +1,172 @@
+"""Terminal table and JSON record of a benchmark run."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .._version import __version__
+
+SCHEMA = "osnet-bench/1"
+
+
+def _fmt(v, spec, none="-"):
+    return none if v is None else format(v, spec)
+
+
+def _m(v):
+    return None if v is None else v / 1e6
+
+
+COLUMNS = (
+    # header, width, getter
+    ("artifact", 30, lambda r: r["artifact"]),
+    ("backend", 13, lambda r: r["backend"]),
+    ("prec", 4, lambda r: r["precision"]),
+    ("input", 7, lambda r: f"{r['input_size'][0]}x{r['input_size'][1]}"),
+    ("batch", 5, lambda r: str(r["batch"])),
+    ("mode", 5, lambda r: r["mode"]),
+    ("p50 ms", 8, lambda r: _fmt(r["p50_ms"], ".2f")),
+    ("p90 ms", 8, lambda r: _fmt(r["p90_ms"], ".2f")),
+    ("p99 ms", 8, lambda r: _fmt(r["p99_ms"], ".2f")),
+    ("crops/s", 9, lambda r: _fmt(r["throughput"], ".1f")),
+    ("x eager", 7, lambda r: _fmt(r.get("speedup"), ".2f")),
+    ("params", 7, lambda r: _fmt(_m(r["params"]), ".2f") + ("M" if r["params"] else "")),
+    ("MAdds", 8, lambda r: _fmt(_m(r["mult_adds"]), ".1f") + ("M" if r["mult_adds"] else "")),
+    ("GFLOP/s", 8, lambda r: _fmt(r["gflops"], ".1f")),
+    ("%peak", 6, lambda r: _fmt(None if r["peak_fraction"] is None else 100 * r["peak_fraction"], ".1f")),
+)
+
+SWEEP_COLUMNS = (
+    ("beta", 5, lambda r: "-" if r.get("beta") is None else str(r["beta"])),
+    ("rho", 5, lambda r: "-" if r.get("rho") is None else str(r["rho"])),
+    ("backend", 13, lambda r: r["backend"]),
+    ("prec", 4, lambda r: r["precision"]),
+    ("input", 7, lambda r: f"{r['input_size'][0]}x{r['input_size'][1]}"),
+    ("mode", 5, lambda r: r["mode"]),
+    ("batch", 5, lambda r: str(r["batch"])),
+    ("p50 ms", 8, lambda r: _fmt(r["p50_ms"], ".2f")),
+    ("p99 ms", 8, lambda r: _fmt(r["p99_ms"], ".2f")),
+    ("crops/s", 9, lambda r: _fmt(r["throughput"], ".1f")),
+    ("x eager", 7, lambda r: _fmt(r.get("speedup"), ".2f")),
+    ("params", 7, lambda r: _fmt(_m(r["params"]), ".2f") + ("M" if r["params"] else "")),
+    ("MAdds", 8, lambda r: _fmt(_m(r["mult_adds"]), ".1f") + ("M" if r["mult_adds"] else "")),
+    ("paper", 7, lambda r: _fmt(r.get("paper_mult_adds_m"), ".1f")),
+    ("GFLOP/s", 8, lambda r: _fmt(r["gflops"], ".1f")),
+    ("%peak", 6, lambda r: _fmt(None if r["peak_fraction"] is None else 100 * r["peak_fraction"], ".1f")),
+    ("R1", 5, lambda r: _fmt(r.get("paper_r1"), ".1f")),
+)
+
+
+def format_table(rows, columns=COLUMNS) -> str:
+    """Fixed-width table; long artifact names are shortened from the left (the stem's end says most)."""
+    if not rows:
+        return "(no rows measured)"
+    # text columns (the first six) left-aligned, numbers right-aligned
+    lines = ["  ".join(h.rjust(w) if i > 5 else h.ljust(w) for i, (h, w, _) in enumerate(columns))]
+    lines.append("-" * len(lines[0]))
+    for r in rows:
+        cells = []
+        for i, (_, w, get) in enumerate(columns):
+            text = str(get(r))
+            if len(text) > w:
+                text = "…" + text[-(w - 1):]
+            cells.append(text.rjust(w) if i > 5 else text.ljust(w))
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def format_machine(machine: dict, probe: dict | None, load_start=None) -> str:
+    libs = ", ".join(f"{k} {v}" for k, v in machine.get("libraries", {}).items())
+    lines = [f"machine: {machine['cpu']} ({machine['arch']}), {machine['usable_cores']} usable cores "
+             f"({machine.get('physical_cores') or '?'} physical), flags: {' '.join(machine['flags']) or '-'}",
+             f"libraries: {libs}"]
+    if probe:
+        lines.append(f"matmul probe: {probe['gflops']:.1f} GFLOP/s float32 ({probe['n']}x{probe['n']}, "
+                     f"{probe['library']}, {probe['threads'] or 'default'} threads) = 100% peak below")
+    if load_start:
+        lines.append(f"load average at start: {' '.join(str(v) for v in load_start)}")
+    return "\n".join(lines)
+
+
+def build_record(rows, *, machine, probe, settings: dict, load_start, load_end, command=None,
+                 interrupted=False, kind="artifacts", extra=None) -> dict:
+    return {
+        "schema": SCHEMA,
+        "tool": f"osnet-bench {__version__}",
+        "kind": kind,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": command if command is not None else " ".join(["osnet-bench", *sys.argv[1:]]),
+        "interrupted": interrupted,
+        "machine": machine,
+        "probe": probe,
+        "load_average_start": load_start,
+        "load_average_end": load_end,
+        "settings": settings,
+        "rows": rows,
+        **(extra or {}),
+    }
+
+
+def write_json(record: dict, path) -> Path:
+    """Write to a temporary file beside the target, then rename: a killed run leaves no half-file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1, default=str)
+            f.write("\n")
+        _umask_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def headline(rows) -> list[dict]:
+    """Per architecture and input size, at the largest batch measured: the best backend end to end
+    (speed-up over eager) and the best model-only fraction of the matmul peak: the numbers users quote."""
+    out = []
+    keys = list(dict.fromkeys((r["arch"], tuple(r["input_size"])) for r in rows if not r["baseline"]))
+    for arch, size in keys:
+        mine = [r for r in rows if r["arch"] == arch and tuple(r["input_size"]) == size and not r["baseline"]]
+        b = max(r["batch"] for r in mine)
+        e2e = [r for r in mine if r["batch"] == b and r["mode"] == "e2e" and r.get("speedup")]
+        model = [r for r in mine if r["batch"] == b and r["mode"] == "model" and r.get("peak_fraction")]
+        h = {"arch": arch, "input_size": list(size), "batch": b}
+        if e2e:
+            best = max(e2e, key=lambda r: r["speedup"])
+            h.update(best_e2e_artifact=best["artifact"], best_e2e_speedup=best["speedup"],
+                     best_e2e_throughput=best["throughput"])
+        if model:
+            best = max(model, key=lambda r: r["peak_fraction"])
+            h.update(best_model_artifact=best["artifact"], best_model_peak_fraction=best["peak_fraction"],
+                     best_model_gflops=best["gflops"])
+        out.append(h)
+    return out
+
+
+def format_headline(items) -> str:
+    lines = []
+    for h in items:
+        parts = [f"{h['arch']} {h['input_size'][0]}x{h['input_size'][1]} batch {h['batch']}:"]
+        if "best_e2e_speedup" in h:
+            parts.append(f"best end to end {h['best_e2e_artifact']} {h['best_e2e_speedup']:.2f}x eager "
+                         f"({h['best_e2e_throughput']:.1f} crops/s);")
+        if "best_model_peak_fraction" in h:
+            parts.append(f"best model-only {h['best_model_artifact']} {h['best_model_gflops']:.1f} GFLOP/s = "
+                         f"{100 * h['best_model_peak_fraction']:.1f}% of the matmul peak")
+        lines.append(" ".join(parts))
+    return "\n".join(lines)
+
+
+def _umask_mode(path):
+    """mkstemp creates 0600 files; results are shared, so give them the mode a plain open() would."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

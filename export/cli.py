@@ -1,0 +1,132 @@
+"""osnet-export: PyTorch OSNet -> verified ONNX / OpenVINO IR / TensorRT artifact.
+
+    osnet-export --weights osnet_x0_25_msmt17.pth --arch osnet_x0_25 --format openvino --half
+    osnet-export --width 0.25 --resolution 0.75 --format onnx -o models/
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import OsnetEdgeError
+
+# the random-init model is seeded so two exports without weights are the same file
+SEED = 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="osnet-export",
+        description="Export an OSNet to ONNX, OpenVINO IR or a TensorRT engine. The artifact is compared with "
+                    "the PyTorch model (batch 1 and 33) and kept only if it matches; it carries its own "
+                    "metadata, so Embedder(path) needs nothing else.")
+    m = p.add_argument_group("model")
+    m.add_argument("--weights", help="torchreid or osnet-edge checkpoint (.pth); without it a seeded, randomly "
+                                     "initialised network is exported (for plumbing tests only)")
+    g = m.add_mutually_exclusive_group()
+    g.add_argument("--arch", help="variant, e.g. osnet_x0_25, osnet_ain_x1_0 (default: from the checkpoint, "
+                                  "else osnet_x1_0)")
+    g.add_argument("--width", type=float, help="width multiplier beta in (0, 1] (paper Table 6)")
+    m.add_argument("--family", default=None, choices=["osnet", "osnet_ibn", "osnet_ain"],
+                   help="with --width: the OSNet family (default osnet)")
+    r = m.add_mutually_exclusive_group()
+    r.add_argument("--resolution", type=float, metavar="RHO",
+                   help="resolution multiplier rho: input 256*rho x 128*rho (paper Table 6)")
+    r.add_argument("--imgsz", type=int, nargs=2, metavar=("H", "W"), help="input height and width")
+    o = p.add_argument_group("artifact")
+    o.add_argument("--format", default="onnx", help="onnx | openvino | trt (default onnx)")
+    o.add_argument("--half", action="store_true", help="FP16 (must keep min cosine >= 0.999)")
+    o.add_argument("--int8", action="store_true", help="INT8 post-training quantization (needs --calib)")
+    o.add_argument("--calib", metavar="SOURCE", help="INT8 calibration crops: a folder of crops, a dataset, "
+                                                     "or a video with boxes")
+    o.add_argument("--max-drop", type=float, default=None, metavar="X",
+                   help="INT8: largest accepted accuracy drop (see the INT8 docs)")
+    o.add_argument("--workspace", type=float, default=None, metavar="GiB", help="TensorRT builder workspace")
+    o.add_argument("--max-batch", type=int, default=32, metavar="N",
+                   help="largest batch the artifact serves (TensorRT profile; ONNX/OpenVINO are dynamic)")
+    o.add_argument("--opset", type=int, default=17, metavar="K", help="ONNX opset (>= 17)")
+    o.add_argument("--input-format", choices=["uint8_nhwc", "float_nchw"], default=None,
+                   help="uint8_nhwc: the graph takes resized uint8 BGR crops and normalises itself (default for "
+                        "ONNX/OpenVINO; faster end to end); float_nchw: normalised RGB NCHW float input")
+    o.add_argument("--device", default=None, help="device to verify (and build, for TensorRT) on")
+    o.add_argument("--no-verify", action="store_true", help="skip the parity check (experts only)")
+    o.add_argument("-o", "--output", default=None, help="output file or folder (default: current folder, named "
+                                                        "like osnet_x0_25_256x128_fp16.xml)")
+    return p
+
+
+def input_size_from(args) -> tuple | None:
+    if args.imgsz:
+        return tuple(args.imgsz)
+    if args.resolution is not None:
+        if not 0 < args.resolution <= 4:
+            raise OsnetEdgeError(f"--resolution must be in (0, 4], got {args.resolution}")
+        return int(round(256 * args.resolution)), int(round(128 * args.resolution))
+    return None
+
+
+def load_model(args):
+    """The model to export, and whether its weights are real."""
+    import torch
+
+    from ..models import build_model
+
+    size = input_size_from(args)
+    if args.weights:
+        name = args.arch
+        if name is None and args.width is None:
+            from ..checkpoint import read_checkpoint_meta
+
+            meta = read_checkpoint_meta(args.weights)
+            if meta is None:  # a torchreid file carries no architecture: say which flag is needed
+                raise OsnetEdgeError(f"{args.weights} carries no architecture (a torchreid checkpoint?): "
+                                     f"pass --arch (e.g. --arch osnet_x0_25) or --width")
+        model = build_model(name, width=args.width, family=args.family, weights=args.weights, input_size=size)
+        return model, True
+    torch.manual_seed(SEED)
+    model = build_model(args.arch or (None if args.width else "osnet_x1_0"), width=args.width, family=args.family,
+                        input_size=size)
+    return model, False
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from . import INT8_WRITERS, PENDING, WRITERS, export_model
+
+        fmt = args.format.lower()
+        # the formats and INT8 of later issues fail here, in one line, before any model is built
+        if fmt not in WRITERS:
+            raise OsnetEdgeError(PENDING.get(fmt) or f"unknown --format {args.format!r}; available: "
+                                                     f"{', '.join(sorted(set(WRITERS) | set(PENDING)))}")
+        if args.int8 and fmt not in INT8_WRITERS:
+            from .api import INT8_PENDING
+
+            raise OsnetEdgeError(INT8_PENDING if not INT8_WRITERS else
+                                 f"--int8 is not available for --format {fmt} (only {', '.join(sorted(INT8_WRITERS))})")
+        model, trained = load_model(args)
+        if not trained:
+            banner = "!" * 78
+            print(f"{banner}\n!! NO --weights: exporting a RANDOMLY INITIALISED {model.arch} (seed {SEED}).\n"
+                  f"!! Its embeddings are meaningless; use it only to test the deployment plumbing.\n{banner}",
+                  file=sys.stderr)
+        options = {k: v for k, v in (("max_drop", args.max_drop), ("workspace", args.workspace),
+                                     ("device", args.device)) if v is not None}
+        print(f"exporting {model.arch} {model.input_size[0]}x{model.input_size[1]} to {fmt}"
+              f"{' FP16' if args.half else ' INT8' if args.int8 else ' FP32'} ...", file=sys.stderr)
+        res = export_model(model, fmt, args.output, half=args.half, int8=args.int8, calib=args.calib,
+                           max_batch=args.max_batch, opset=args.opset, verify=not args.no_verify,
+                           input_format=args.input_format, quiet=False, **options)
+    except OsnetEdgeError as exc:
+        print(f"osnet-export: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("osnet-export: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    print(f"exported {res.fmt} artifact{'' if trained else ' (RANDOM WEIGHTS)'}:")
+    print(res.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Portable ONNX INT8: static QDQ quantization with onnxruntime.quantization, and its fidelity report.
+
+Per-channel symmetric INT8 weights and symmetric INT8 activations (zero point 0): the QDQ form that
+TensorRT's explicit-quantization path accepts as-is, and that ONNX Runtime runs on CPU. The embedding head (fc Gemm/MatMul) stays FP32 for the reason given in quantize_openvino.py: after re-ID training, its
+BatchNorm1d amplifies quantization error into the sparse post-ReLU embedding. Ranges are min/max over the
+calibration crops (CalibrationMethod.MinMax), as the OpenVINO recipe does; 'percentile' is available.
+The graph is first run through onnxruntime's quant_pre_process (shape inference + optimisation), as its
+documentation recommends.
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..deps import require
+from ..errors import ModelConfigError
+from ..metadata import ModelMeta
+from . import fidelity as fid
+from .quantize_openvino import NO_CALIB, _with_precision, equalized
+
+CALIB_METHODS = ("minmax", "percentile", "entropy")
+
+
+def head_nodes(proto) -> list:
+    """Names of the embedding head's nodes (fc: Gemm or MatMul)."""
+    return [n.name for n in proto.graph.node if n.op_type in ("Gemm", "MatMul")]
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a CropSet, batches made by the one preprocessing."""
+
+    def __init__(self, calib, meta: ModelMeta, input_name: str, batch_size: int = 8):
+        self._it = iter(calib.batches(meta, batch_size))
+        self.input_name = input_name
+
+    def get_next(self):
+        b = next(self._it, None)
+        return None if b is None else {self.input_name: b}
+
+    def rewind(self):  # pragma: no cover - not used by MinMax
+        raise NotImplementedError
+
+
+def quantize_onnx_file(fp32_path, out_path, calib, meta: ModelMeta, *, method: str = "minmax",
+                       keep_fp32=(), keep_head: bool = True) -> Path:
+    """Static QDQ INT8 of an FP32 ONNX file. calib: a CropSet (osnet_edge.calibration)."""
+    onnx = require("onnx", "ONNX INT8 export")
+    require("onnxruntime", "ONNX INT8 export")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIB_METHODS:
+        raise ModelConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
+    with tempfile.TemporaryDirectory(prefix="osnet_qdq_") as d:
+        pre = Path(d) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        proto = onnx.load(str(pre))
+        exclude = list(keep_fp32) + (head_nodes(proto) if keep_head else [])
+        input_name = proto.graph.input[0].name
+        quantize_static(
+            str(pre), str(out_path), _Reader(calib, meta, input_name), quant_format=QuantFormat.QDQ,
+            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude or None,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                              "entropy": CalibrationMethod.Entropy}[method],
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                           # TensorRT wants a Q/DQ pair in front of every quantized input, shared or not
+                           "DedicatedQDQPair": False, "CalibMovingAverage": False})
+    return Path(out_path)
+
+
+def int8_conv_fraction(path) -> dict:
+    """Convolutions whose data input comes from a DequantizeLinear (they run in INT8 after QDQ fusion)."""
+    onnx = require("onnx", "ONNX INT8 inspection")
+    g = onnx.load(str(path)).graph
+    producer = {o: n for n in g.node for o in n.output}
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    q = sum(1 for n in convs if producer.get(n.input[0]) is not None and producer[n.input[0]].op_type ==
+            "DequantizeLinear")
+    return {"convolutions": len(convs), "int8_convolutions": q, "fraction": q / len(convs) if convs else 0.0}
+
+
+def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int = 17, method: str = "minmax",
+                    min_cosine: float = fid.DEFAULT_MIN_COSINE, min_top1: float = fid.DEFAULT_MIN_TOP1,
+                    calib_size: int | None = None, holdout_size: int | None = None, seed: int = 0, keep_fp32=(),
+                    holdout=None, equalize: bool = False, quiet: bool = False, max_drop=None, **_options) -> list:
+    """INT8 writer for export_model(..., fmt='onnx', int8=True): QDQ ONNX + fidelity JSON at the temporary stem."""
+    from ..calibration import sources
+    from .onnx_writer import _set_metadata, export_onnx
+
+    onnx = require("onnx", "ONNX INT8 export")
+    if calib is None:
+        raise ModelConfigError(NO_CALIB)
+    if max_drop is not None:
+        raise ModelConfigError("--max-drop (accuracy-controlled quantization) is an NNCF feature: use "
+                               "--format openvino with it; ONNX INT8 is refused by its fidelity gates instead")
+    meta = _with_precision(meta, "int8")
+    split = sources.calibration_split(calib, n_calib=calib_size or sources.DEFAULT_SIZE,
+                                      n_holdout=holdout_size or sources.DEFAULT_SIZE, seed=seed, holdout=holdout)
+    split.calib.check_size(1)
+    if not quiet:
+        print(f"INT8 (ONNX QDQ): calibrating on {len(split.calib)} crops from {split.calib.source}"
+              + (" (GENERATED crops: demo only)" if split.calib.generated else ""), file=sys.stderr)
+    tmp_path = Path(tmp_path)
+    with tempfile.TemporaryDirectory(prefix="osnet_int8_") as d:
+        source_model, eq = equalized(model, split.calib, equalize)
+        fp32 = export_onnx(source_model, Path(d) / "fp32.onnx", opset=opset, meta=_with_precision(meta, "fp32"))
+        quantize_onnx_file(fp32, tmp_path, split.calib, meta, method=method, keep_fp32=keep_fp32)
+    proto = onnx.load(str(tmp_path))
+    _set_metadata(proto, meta)
+    onnx.save(proto, str(tmp_path))
+    files = [tmp_path]
+    try:
+        conv = int8_conv_fraction(tmp_path)
+        report = fid.fidelity_report(model, str(tmp_path), split.held_out, split.query,
+                                     min_cosine=min_cosine, min_top1=min_top1, artifact=fid.final_name(tmp_path),
+                                     calibration={"source": split.calib.source, "crops": len(split.calib),
+                                                  "generated": split.calib.generated, "method": f"onnxruntime "
+                                                  f"quantize_static QDQ, per-channel symmetric weights, symmetric "
+                                                  f"activations, {method}", **eq},
+                                     extra={"int8_conv_fraction": conv["fraction"], **conv})
+        out = fid.report_path(tmp_path)
+        fid.write_report(report, out)
+        files.append(out)
+        fid.check(report, quiet=quiet)
+    except BaseException:
+        for f in files:
+            Path(f).unlink(missing_ok=True)
+        raise
+    return files
+
+
+write_onnx_int8.default_input_format = "float_nchw"
+
+
+def register() -> None:
+    from .api import register_writer
+
+    register_writer("onnx", write_onnx_int8, int8=True)
+
+
+register()

@@ -1,0 +1,217 @@
+"""`osnet-train` and `osnet-eval`.
+
+    osnet-train --data market1501:/data/market1501 --arch osnet_x0_25 --recipe paper-scratch --output runs/x025
+    osnet-train --data market1501:/data/m --data dukemtmcreid:/data/d --width 0.3 --recipe paper-finetune \
+                --weights osnet_x1_0_imagenet.pth --epochs 60 --lr 0.001
+    osnet-train ... --resume runs/x025/checkpoint.pth
+    osnet-eval  --data market1501:/data/market1501 --weights runs/x025/model-best.pth   # or .onnx / .xml / .engine
+
+Several GPUs (DistributedDataParallel, one process per GPU, --batch-size is per GPU):
+    torchrun --nproc_per_node=4 -m osnet_edge.training.cli train --data market1501:/data/m --arch osnet_x1_0 ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import OsnetEdgeError
+
+
+def _csv(text):
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    from .recipes import RECIPES
+
+    p = argparse.ArgumentParser(prog="osnet-train", description="Train OSNet for person re-ID (flags override the recipe).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--data", action="append", required=True, metavar="NAME:PATH",
+                   help="training dataset, repeatable: market1501, dukemtmcreid, msmt17, cuhk03, cuhk03_labeled, generic")
+    d.add_argument("--eval-data", action="append", metavar="NAME:PATH",
+                   help="evaluation dataset(s) (default: every --data with a query/gallery)")
+    d.add_argument("--cam-pattern", help="generic layout: regex whose first group is the camera id (default c(\\d+))")
+    m = p.add_argument_group("model")
+    g = m.add_mutually_exclusive_group()
+    g.add_argument("--arch", help="osnet_x1_0, osnet_x0_75, osnet_x0_5, osnet_x0_25, osnet_ibn_x1_0, osnet_ain_x*")
+    g.add_argument("--width", type=float, help="width multiplier beta in (0, 1] (plain OSNet)")
+    m.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="input height and width (256 128)")
+    m.add_argument("--weights", help="initial weights (torchreid zoo / ImageNet / ours); classifier is re-initialised")
+    r = p.add_argument_group("recipe and optimisation")
+    r.add_argument("--recipe", choices=sorted(RECIPES), help="named recipe with the paper's values")
+    r.add_argument("--epochs", type=int)
+    r.add_argument("--batch-size", type=int)
+    r.add_argument("--lr", type=float)
+    r.add_argument("--optimizer", choices=["sgd", "amsgrad", "adam", "adamw"])
+    r.add_argument("--weight-decay", type=float)
+    r.add_argument("--momentum", type=float)
+    r.add_argument("--schedule", choices=["multistep", "cosine", "constant"])
+    r.add_argument("--milestones", type=_ints, help="comma-separated epochs, e.g. 150,225,300")
+    r.add_argument("--gamma", type=float)
+    r.add_argument("--warmup-epochs", type=int)
+    r.add_argument("--fixbase-epochs", type=int, help="epochs with the backbone frozen (classifier trains)")
+    l = p.add_argument_group("losses and sampling")
+    l.add_argument("--label-smooth", type=float)
+    l.add_argument("--ce-weight", type=float, dest="weight_x")
+    l.add_argument("--triplet-weight", type=float, dest="weight_t", help="> 0 adds batch-hard triplet loss")
+    l.add_argument("--margin", type=float)
+    l.add_argument("--dml", action="store_true", default=None, help="deep mutual learning (two networks)")
+    l.add_argument("--sampler", choices=["auto", "random", "identity"])
+    l.add_argument("--num-instances", type=int, help="K images per identity in a P x K batch")
+    l.add_argument("--augment", type=_csv, help="comma list: flip,crop,patch,erase,color_jitter ('' for none)")
+    e = p.add_argument_group("evaluation")
+    e.add_argument("--eval-every", type=int, help="epochs between evaluations (0: only at the end)")
+    e.add_argument("--metric", choices=["euclidean", "cosine"])
+    e.add_argument("--rerank", action="store_true", default=None)
+    o = p.add_argument_group("run")
+    o.add_argument("--output", help="run folder (checkpoints, log.csv, curve.png)")
+    o.add_argument("--resume", help="checkpoint.pth of a run to continue exactly")
+    o.add_argument("--seed", type=int)
+    o.add_argument("--workers", type=int, help="data loading processes")
+    o.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    o.add_argument("--threads", type=int, help="CPU threads for torch")
+    o.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="full precision on CUDA")
+    o.add_argument("--keep-every", type=int, help="also keep checkpoint-epochN.pth every N epochs")
+    o.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    o.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
+    return p
+
+
+def _ints(text):
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def config_from_args(args):
+    from .recipes import make_config
+
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "recipe") and v is not None}
+    if "input_size" in overrides:
+        overrides["input_size"] = tuple(overrides["input_size"])
+    if args.width is not None:
+        overrides["arch"] = None
+    if args.config:
+        from pathlib import Path
+
+        try:
+            base = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise OsnetEdgeError(f"cannot read --config {args.config}: {exc}") from None
+        base.update(overrides)
+        overrides = base
+    recipe = args.recipe or overrides.pop("recipe", None)
+    overrides.pop("recipe", None)
+    return make_config(recipe, **overrides)
+
+
+def train_main(argv=None) -> int:
+    args = build_train_parser().parse_args(argv)
+    try:
+        from .engine import train
+
+        cfg = config_from_args(args)
+        result = train(cfg)
+    except OsnetEdgeError as exc:
+        print(f"osnet-train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nosnet-train: interrupted; continue with --resume <output>/checkpoint.pth", file=sys.stderr)
+        return 130
+    if result.get("best") and result.get("rank", 0) == 0:
+        print(f"best mAP {100 * result['best_mAP']:.1f}% at epoch {result['best_epoch']}: {result['best']}")
+    return 0
+
+
+def build_eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="osnet-eval", description="Evaluate a checkpoint or exported artifact "
+                                "(rank-1/5/10/20 and mAP, Market-1501 protocol).")
+    p.add_argument("--data", action="append", required=True, metavar="NAME:PATH", help="dataset(s) with query/gallery")
+    p.add_argument("--weights", required=True, nargs="+", metavar="CKPT_OR_ARTIFACT",
+                   help=".pth/.pt checkpoint, .onnx, .xml (OpenVINO), .engine/.plan (TensorRT); several: "
+                        "features concatenated (DML ensemble)")
+    p.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean")
+    p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
+    p.add_argument("--cuhk03-metric", action="store_true", default=None,
+                   help="CUHK03 classic single-gallery-shot protocol (10 random draws, seeded by --seed)")
+    p.add_argument("--max-rank", type=int, default=50)
+    p.add_argument("--cam-pattern", help="generic layout: regex whose first group is the camera id")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write the results here (and a CMC plot beside it as .png)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def eval_main(argv=None) -> int:
+    args = build_eval_parser().parse_args(argv)
+    try:
+        import numpy as np
+
+        from ..evaluation import evaluate
+        from ..runtime import Embedder
+        from .datasets import load_dataset
+
+        np.random.seed(args.seed)
+        datasets = [load_dataset(s, args.cam_pattern) for s in args.data]
+        embedders = [Embedder(w, device=args.device, batch_size=args.batch_size, threads=args.threads)
+                     for w in args.weights]
+        results = []
+        for ds in datasets:
+            res = evaluate(embedders, ds, metric=args.metric, rerank=args.rerank, max_rank=args.max_rank,
+                           use_metric_cuhk03=args.cuhk03_metric, progress=args.progress, embedders=embedders)
+            print(f"{ds.name} ({ds.root}): {' + '.join(args.weights)}")
+            print(f"  mAP     {100 * res.mAP:6.2f}%")
+            for k in (1, 5, 10, 20):
+                print(f"  rank-{k:<3}{100 * res.rank(k):6.2f}%")
+            results.append(res)
+        if args.json:
+            _write_results(results, args.json)
+    except OsnetEdgeError as exc:
+        print(f"osnet-eval: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _write_results(results, path):
+    from pathlib import Path
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps([dict(r.to_dict(), cmc=[float(v) for v in r.cmc]) for r in results], indent=2))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in results:
+        ax.plot(range(1, len(r.cmc) + 1), 100 * r.cmc, label=f"{r.dataset} (mAP {100 * r.mAP:.1f}%)")
+    ax.set_xlabel("rank")
+    ax.set_ylabel("matching rate (%)")
+    ax.set_title("CMC")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    """`python -m osnet_edge.training.cli train|eval ...` (what torchrun launches)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("train", "eval"):
+        print("usage: python -m osnet_edge.training.cli {train,eval} ...", file=sys.stderr)
+        return 2
+    return train_main(argv[1:]) if argv[0] == "train" else eval_main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The fidelity report's metrics and gates, on embeddings whose agreement is known by construction."""
+import json
+
+import numpy as np
+import pytest
+
+from osnet_edge.calibration import CropSet
+from osnet_edge.export import fidelity as fid
+
+
+def _clustered(n_ids=20, per_id=5, dim=64, spread=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_ids, dim))
+    feats = np.repeat(centres, per_id, axis=0) + spread * rng.normal(size=(n_ids * per_id, dim))
+    pids = np.repeat(np.arange(n_ids), per_id)
+    return feats.astype(np.float32), pids
+
+
+def test_identical_embeddings_agree_fully():
+    f, _ = _clustered()
+    a = fid.embedding_agreement(f, f.copy())
+    assert a["cosine_min"] == pytest.approx(1.0) and a["top1_agreement"] == 1.0 and a["top5_agreement"] == 1.0
+
+
+def test_noise_lowers_cosine_and_agreement_monotonically():
+    f, _ = _clustered()
+    rng = np.random.default_rng(1)
+    small = fid.embedding_agreement(f, f + 0.05 * rng.normal(size=f.shape))
+    large = fid.embedding_agreement(f, f + 1.0 * rng.normal(size=f.shape))
+    assert 1.0 > small["cosine_mean"] > large["cosine_mean"]
+    assert small["top1_agreement"] > large["top1_agreement"]
+    assert large["cosine_min"] <= large["cosine_p01"] <= large["cosine_mean"]
+
+
+def test_one_destroyed_row_shows_in_min_not_mean():
+    f, _ = _clustered()
+    g = f.copy()
+    g[3] = np.abs(np.random.default_rng(2).normal(size=f.shape[1]))  # one embedding replaced
+    a = fid.embedding_agreement(f, g)
+    assert a["cosine_min"] < 0.5 < 0.95 < a["cosine_mean"]
+
+
+def _fake_embedder(table):
+    """crops are indices into table: crops -> rows."""
+    return lambda crops: np.asarray([table[int(c[0, 0, 0])] for c in crops])
+
+
+def _crops(idx):
+    return [np.full((4, 2, 3), i, np.uint8) for i in idx]
+
+
+def test_report_passes_fails_and_writes_json(tmp_path):
+    f, pids = _clustered(n_ids=10, per_id=6)
+    ref = _fake_embedder(f)
+    noisy = _fake_embedder(f + 2.0 * np.random.default_rng(3).normal(size=f.shape))
+    gallery_idx = [i for i in range(60) if i % 6]
+    query_idx = list(range(0, 60, 6))
+    held = CropSet(_crops(gallery_idx), "test gallery", pids=pids[gallery_idx], camids=np.ones(len(gallery_idx), int))
+    query = CropSet(_crops(query_idx), "test query", pids=pids[query_idx], camids=np.zeros(len(query_idx), int))
+
+    good = fid.fidelity_report(ref, ref, held, query)
+    assert good.passed and good.retrieval["fp32"] == good.retrieval["int8"]
+    assert good.retrieval["fp32"]["rank1"] == 1.0 and good.n_crops == 60
+
+    bad = fid.fidelity_report(ref, noisy, held, query, artifact="x.xml")
+    assert not bad.passed and len(bad.failures) == 2
+    assert bad.retrieval["int8"]["mAP"] < bad.retrieval["fp32"]["mAP"]
+    with pytest.raises(fid.FidelityError, match="mean cosine .* < 0.98"):
+        fid.check(bad, quiet=True)
+    # gates are flags: a user who accepts the loss can lower them
+    lenient = fid.fidelity_report(ref, noisy, held, query, min_cosine=0.0, min_top1=0.0)
+    assert lenient.passed
+
+    path = fid.write_report(bad, fid.report_path(tmp_path / "osnet_x0_25_int8.xml"))
+    assert path.name == "osnet_x0_25_int8.fidelity.json"
+    d = json.loads(path.read_text())
+    assert d["passed"] is False and d["thresholds"] == {"min_cosine": 0.98, "min_top1": 0.9}
+    assert d["cosine_mean"] == pytest.approx(bad.cosine_mean) and "retrieval" in d
+
+
+def test_generated_crops_are_labelled():
+    f, _ = _clustered(n_ids=3, per_id=2)
+    held = CropSet(_crops(range(6)), "generated:6", generated=True)
+    rep = fid.fidelity_report(_fake_embedder(f), _fake_embedder(f), held)
+    assert rep.generated and "GENERATED" in rep.summary() and rep.retrieval is None
+
+
+def test_report_needs_two_crops():
+    with pytest.raises(fid.InputError, match="at least 2"):
+        fid.fidelity_report(lambda c: np.ones((len(c), 4)), lambda c: np.ones((len(c), 4)), _crops([0]))

@@ -1,0 +1,202 @@
+"""Embedder over ONNX Runtime and OpenVINO: outputs, batching, threads, bad input, bad files, no torch."""
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+from osnet_edge import Embedder
+from osnet_edge.errors import ArtifactError, InputError
+from osnet_edge.synthetic import synthetic_crops
+
+from test_runtime_artifacts import INPUT, float_onnx, onnx_path, openvino_path
+
+ARTIFACTS = {"onnx": onnx_path, "openvino": openvino_path}
+
+
+@pytest.fixture(scope="module", params=sorted(ARTIFACTS))
+def emb(request):
+    e = Embedder(ARTIFACTS[request.param]())
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def crops():
+    return synthetic_crops(23, seed=7)
+
+
+def test_embed_shape_dtype_and_unit_rows(emb, crops):
+    f = emb.embed(crops)
+    assert f.shape == (23, 512) and f.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0, atol=1e-5)
+    assert emb.embed([]).shape == (0, 512)
+    assert emb.input_size == INPUT  # from the artifact's metadata, not from the caller
+
+
+def test_batch_size_split_gives_same_embeddings(emb, crops):
+    ref = emb.embed(crops)
+    small = Embedder(emb.backend.path, batch_size=5)
+    np.testing.assert_allclose(small.embed(crops), ref, atol=2e-5)
+    # NHWC uint8 array at the input size is taken as is
+    arr = np.stack([np.ascontiguousarray(c[: INPUT[0], : INPUT[1]]) for c in crops[:4]])
+    np.testing.assert_allclose(emb.embed(arr), emb.embed(list(arr)), atol=1e-6)
+
+
+def test_grayscale_and_bgra_are_converted(emb, crops):
+    import cv2
+
+    bgr = crops[0]
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    bgra = np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)])
+    f = emb.embed([gray, np.dstack([gray] * 3), bgra, bgr])
+    np.testing.assert_allclose(f[0], f[1], atol=1e-6)
+    np.testing.assert_allclose(f[2], f[3], atol=1e-6)
+
+
+def test_embed_frame_clips_boxes_and_names_bad_ones(emb):
+    frame = synthetic_crops(1, seed=1, size=(240, 320))[0]
+    boxes = [[10, 20, 60, 200], [-30, -5, 40, 100], [300, 100, 400, 260]]  # 2nd and 3rd stick out
+    f = emb.embed_frame(frame, boxes)
+    expect = emb.embed([frame[20:200, 10:60], frame[0:100, 0:40], frame[100:240, 300:320]])
+    np.testing.assert_allclose(f, expect, atol=1e-6)
+    with pytest.raises(InputError, match=r"box 1 .*no area"):
+        emb.embed_frame(frame, [[0, 0, 10, 10], [50, 50, 50, 90]])
+    with pytest.raises(InputError, match=r"box 0 .*no area inside the 320x240 frame"):
+        emb.embed_frame(frame, [[400, 300, 500, 400]])
+
+
+def test_bad_crops_name_the_crop(emb, crops):
+    e = Embedder(emb.backend.path, batch_size=4)
+    bad = list(crops[:9])
+    bad[6] = crops[6].astype(np.float32)
+    with pytest.raises(InputError, match=r"^crop 6 has dtype float32"):
+        e.embed(bad)  # index is the caller's, though crop 6 sits in the second batch
+    bad[6] = np.full((30, 10, 3), np.nan, np.float32)
+    with pytest.raises(InputError, match=r"crop 6 contains NaN"):
+        e.embed(bad)
+    bad[6] = np.zeros((0, 12, 3), np.uint8)
+    with pytest.raises(InputError, match=r"crop 6 has zero area"):
+        e.embed(bad)
+    with pytest.raises(InputError, match="NaN"):
+        e.embed(np.full((2, 64, 32, 3), np.nan, np.float32))
+
+
+def test_threads_share_one_embedder_with_identical_results(emb, crops):
+    ref = emb.embed(crops)
+    out, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(3):
+                out[i] = emb.embed(crops[i:i + 9])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(6):
+        np.testing.assert_allclose(out[i], ref[i:i + 9], atol=2e-5)
+
+
+def test_backend_options_keep_results():
+    crops = synthetic_crops(12, seed=2)
+    ort_ref = Embedder(onnx_path()).embed(crops)
+    basic = Embedder(onnx_path(), threads=1, graph_optimization="basic", device="cpu")
+    np.testing.assert_allclose(basic.embed(crops), ort_ref, atol=2e-5)
+    assert "CPUExecutionProvider" in basic.backend.describe()
+    with pytest.raises(ArtifactError, match="device 'npu' unknown"):
+        Embedder(onnx_path(), device="npu")
+    ov_ref = Embedder(openvino_path(), hint="latency").embed(crops)
+    tput = Embedder(openvino_path(), hint="throughput", streams=2, async_min_batch=4)
+    assert tput.backend.n_requests >= 2  # the async queue path is exercised for batches >= 4
+    np.testing.assert_allclose(tput.embed(crops), ov_ref, atol=2e-5)
+    np.testing.assert_allclose(ov_ref, ort_ref, atol=2e-3)  # FP16 IR vs FP32 ONNX, same weights
+    with pytest.raises(ArtifactError, match="not available here"):
+        Embedder(openvino_path(), device="FPGA")
+
+
+def test_float_input_artifact_matches_uint8_artifact_path():
+    crops = synthetic_crops(6, seed=4)
+    f = Embedder(float_onnx().path)
+    assert f.meta.input_format == "float_nchw"
+    assert f.embed(crops).shape == (6, 512)
+
+
+def test_bad_files_get_clear_errors(tmp_path):
+    with pytest.raises(ArtifactError, match="not found"):
+        Embedder(tmp_path / "missing.onnx")
+    junk = tmp_path / "model.tflite"
+    junk.write_bytes(b"x")
+    with pytest.raises(ArtifactError, match=r"unknown model format '\.tflite'.*\.onnx.*\.xml.*\.engine"):
+        Embedder(junk)
+    data = onnx_path().read_bytes()
+    trunc = tmp_path / "trunc.onnx"
+    trunc.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError, match="trunc.onnx .*truncated or not an ONNX model"):
+        Embedder(trunc)
+    text = tmp_path / "notes.onnx"
+    text.write_text("hello, not a model\n")
+    with pytest.raises(ArtifactError, match="notes.onnx"):
+        Embedder(text)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ArtifactError, match="empty"):
+        Embedder(empty)
+    xml = tmp_path / "ir.xml"
+    shutil.copy(openvino_path(), xml)
+    with pytest.raises(ArtifactError, match=r"ir.bin is missing"):
+        Embedder(xml)
+    shutil.copy(openvino_path().with_suffix(".bin"), tmp_path / "ir.bin")
+    xml.write_text(openvino_path().read_text()[:500])
+    with pytest.raises(ArtifactError, match="ir.xml could not be read as OpenVINO IR"):
+        Embedder(xml)
+
+
+def test_artifact_without_metadata_needs_input_size(tmp_path):
+    import onnx
+
+    proto = onnx.load(str(onnx_path()))
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    with pytest.raises(ArtifactError, match=r"no osnet-edge metadata.*input_size=\(H, W\)"):
+        Embedder(bare)
+    crops = synthetic_crops(3, seed=9)
+    e = Embedder(bare, input_size=INPUT)  # uint8 graph detected from its input type
+    np.testing.assert_allclose(e.embed(crops), Embedder(onnx_path()).embed(crops), atol=1e-6)
+
+
+def test_runtime_works_without_torch():
+    """A camera-end box has no torch: import osnet_edge and run both backends with torch unimportable."""
+    code = textwrap.dedent(f"""
+        import sys
+        class NoTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, NoTorch())
+        import numpy as np
+        import osnet_edge
+        from osnet_edge import Embedder
+        from osnet_edge.synthetic import synthetic_crops
+        crops = synthetic_crops(5, seed=0)
+        a = Embedder({str(onnx_path())!r}).embed(crops)
+        b = Embedder({str(openvino_path())!r}).embed(crops)
+        assert a.shape == b.shape == (5, 512)
+        assert "torch" not in sys.modules, "torch was imported"
+        try:
+            osnet_edge.build_model
+        except osnet_edge.MissingDependencyError as exc:
+            print("OK", exc)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("OK") and "pip install 'osnet-edge[train]'" in r.stdout

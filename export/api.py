@@ -159,7 +159,10 @@ def export_model(model, fmt: str, output=None, *, half: bool = False, int8: bool
         if verify:
             from .verify import verify_artifact
 
-            sizes = tuple(batch_sizes) if batch_sizes else DEFAULT_VERIFY_BATCHES
+            # bounded-batch formats (TensorRT profiles) check an odd batch near their max instead of 33
+            near_max = getattr(writer, "verify_batches", None)
+            sizes = tuple(batch_sizes) if batch_sizes else (near_max(int(max_batch)) if near_max
+                                                            else DEFAULT_VERIFY_BATCHES)
             parity = verify_artifact(written[0], model, crops=crops, batch_sizes=sizes, quiet=quiet, label=out.name,
                                      **({"device": options["device"]} if options.get("device") else {}))
             need = PARITY_THRESHOLDS[precision] if min_cos is None else float(min_cos)

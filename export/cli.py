@@ -49,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uint8_nhwc: the graph takes resized uint8 BGR crops and normalises itself (default for "
                         "ONNX/OpenVINO; faster end to end); float_nchw: normalised RGB NCHW float input")
     o.add_argument("--device", default=None, help="device to verify (and build, for TensorRT) on")
+    t = p.add_argument_group("TensorRT")
+    t.add_argument("--calib-method", choices=["entropy", "minmax"], default=None,
+                   help="INT8 calibrator (default entropy)")
+    t.add_argument("--qdq", action="store_true", help="INT8 from the Q/DQ ONNX (explicit quantization) "
+                                                      "instead of TensorRT's calibrator")
+    t.add_argument("--opt-batch", type=int, default=None, metavar="N", help="profile's optimal batch (default max/2)")
+    t.add_argument("--min-batch", type=int, default=None, metavar="N", help="profile's smallest batch (default 1)")
+    t.add_argument("--dla-core", type=int, default=None, metavar="K", help="Jetson Orin DLA core")
+    t.add_argument("--timing-cache", default=None, metavar="FILE", help="timing cache reused across builds")
     o.add_argument("--no-verify", action="store_true", help="skip the parity check (experts only)")
     o.add_argument("-o", "--output", default=None, help="output file or folder (default: current folder, named "
                                                         "like osnet_x0_25_256x128_fp16.xml)")
@@ -104,6 +113,9 @@ def main(argv=None) -> int:
 
             raise OsnetEdgeError(INT8_PENDING if not INT8_WRITERS else
                                  f"--int8 is not available for --format {fmt} (only {', '.join(sorted(INT8_WRITERS))})")
+        writer = INT8_WRITERS[fmt] if args.int8 else WRITERS[fmt]
+        if getattr(writer, "preflight", None):  # e.g. no GPU for TensorRT: say so before building anything
+            writer.preflight(device=args.device)
         model, trained = load_model(args)
         if not trained:
             banner = "!" * 78
@@ -111,7 +123,12 @@ def main(argv=None) -> int:
                   f"!! Its embeddings are meaningless; use it only to test the deployment plumbing.\n{banner}",
                   file=sys.stderr)
         options = {k: v for k, v in (("max_drop", args.max_drop), ("workspace", args.workspace),
-                                     ("device", args.device)) if v is not None}
+                                     ("device", args.device), ("calib_method", args.calib_method),
+                                     ("opt_batch", args.opt_batch), ("min_batch", args.min_batch),
+                                     ("dla_core", args.dla_core), ("timing_cache", args.timing_cache))
+                   if v is not None}
+        if args.qdq:
+            options["qdq"] = True
         print(f"exporting {model.arch} {model.input_size[0]}x{model.input_size[1]} to {fmt}"
               f"{' FP16' if args.half else ' INT8' if args.int8 else ' FP32'} ...", file=sys.stderr)
         res = export_model(model, fmt, args.output, half=args.half, int8=args.int8, calib=args.calib,

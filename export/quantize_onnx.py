@@ -25,8 +25,13 @@ CALIB_METHODS = ("minmax", "percentile", "entropy")
 
 
 def head_nodes(proto) -> list:
-    """Names of the embedding head's nodes (fc: Gemm or MatMul)."""
-    return [n.name for n in proto.graph.node if n.op_type in ("Gemm", "MatMul")]
+    """Names of the embedding head's nodes: everything from the last global pooling on (fc Gemm, BatchNorm1d,
+    ReLU). ONNX graphs are topologically sorted, so that is a suffix of the node list."""
+    nodes = list(proto.graph.node)
+    pools = [i for i, n in enumerate(nodes) if n.op_type in ("GlobalAveragePool", "ReduceMean")]
+    start = pools[-1] + 1 if pools else next((i for i, n in enumerate(nodes) if n.op_type in ("Gemm", "MatMul")),
+                                             len(nodes))
+    return [n.name for n in nodes[start:] if n.name]
 
 
 class _Reader:

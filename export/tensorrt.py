@@ -617,6 +617,15 @@ def preflight(device=None, **_options):
 write_trt.preflight = write_trt_int8.preflight = preflight
 
 
+def verify_batches(max_batch: int) -> tuple:
+    """Batch 1 and the largest odd batch the profile serves in one call (an engine's max is its limit)."""
+    near = max_batch if max_batch % 2 else max_batch - 1
+    return (1, max(1, near))
+
+
+write_trt.verify_batches = write_trt_int8.verify_batches = verify_batches
+
+
 def register():
     from .api import register_writer
 

@@ -35,7 +35,9 @@ INT8_PENDING = ("INT8 export is not available in this build yet (it arrives with
 # minimum parity per precision: min cosine over every verified crop (issue 3)
 # batch 1 and an odd batch above 32: broken OSNet exports give right batch-1 output and wrong larger batches
 DEFAULT_VERIFY_BATCHES = (1, 33)
-PARITY_THRESHOLDS = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.98}
+# INT8 (None): the parity on generated crops is reported, but the gate is the INT8 writer's fidelity report on
+# held-out crops of the calibration source (issue 4): generated crops lie outside the calibrated range
+PARITY_THRESHOLDS = {"fp32": 0.99999, "fp16": 0.999, "int8": None}
 
 
 class VerificationError(ArtifactError):
@@ -166,7 +168,7 @@ def export_model(model, fmt: str, output=None, *, half: bool = False, int8: bool
             parity = verify_artifact(written[0], model, crops=crops, batch_sizes=sizes, quiet=quiet, label=out.name,
                                      **({"device": options["device"]} if options.get("device") else {}))
             need = PARITY_THRESHOLDS[precision] if min_cos is None else float(min_cos)
-            if parity["min_cos"] < need:
+            if need is not None and parity["min_cos"] < need:
                 raise VerificationError(
                     f"{fmt} {precision} export failed verification: min cosine {parity['min_cos']:.7f} < {need} "
                     f"(mean {parity['mean_cos']:.7f}; {_per_batch(parity)}). Nothing was written to {out}")

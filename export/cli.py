@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "or a video with boxes")
     o.add_argument("--max-drop", type=float, default=None, metavar="X",
                    help="INT8: largest accepted accuracy drop (see the INT8 docs)")
+    o.add_argument("--min-cosine", type=float, default=None, metavar="X",
+                   help="INT8 fidelity gate: least mean cosine to FP32 on held-out crops (default 0.98)")
+    o.add_argument("--min-top1", type=float, default=None, metavar="X",
+                   help="INT8 fidelity gate: least top-1 nearest-neighbour agreement (default 0.90)")
+    o.add_argument("--holdout", metavar="SOURCE", default=None,
+                   help="INT8: held-out crops for the fidelity report (default: crops of --calib never calibrated on)")
     o.add_argument("--workspace", type=float, default=None, metavar="GiB", help="TensorRT builder workspace")
     o.add_argument("--max-batch", type=int, default=32, metavar="N",
                    help="largest batch the artifact serves (TensorRT profile; ONNX/OpenVINO are dynamic)")
@@ -124,6 +130,8 @@ def main(argv=None) -> int:
                   file=sys.stderr)
         options = {k: v for k, v in (("max_drop", args.max_drop), ("workspace", args.workspace),
                                      ("device", args.device), ("calib_method", args.calib_method),
+                                     ("min_cosine", args.min_cosine), ("min_top1", args.min_top1),
+                                     ("holdout", args.holdout),
                                      ("opt_batch", args.opt_batch), ("min_batch", args.min_batch),
                                      ("dla_core", args.dla_core), ("timing_cache", args.timing_cache))
                    if v is not None}

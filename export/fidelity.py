@@ -260,6 +260,24 @@ def check(report: FidelityReport, quiet: bool = False) -> FidelityReport:
     return report
 
 
+def gate_artifact(files: list, artifact, make_report, quiet: bool = False) -> list:
+    """The tail every INT8 writer shares: compute the held-out report (make_report()), write it beside
+    `artifact`, refuse on a failed gate. On any failure every file written so far is removed, so a refused
+    artifact leaves nothing behind. Returns files + the report's path."""
+    files = list(files)
+    try:
+        report = make_report()
+        out = report_path(artifact)
+        write_report(report, out)
+        files.append(out)
+        check(report, quiet=quiet)
+    except BaseException:
+        for f in files:
+            Path(f).unlink(missing_ok=True)
+        raise
+    return files
+
+
 def _json_default(o):
     if isinstance(o, np.generic):
         return o.item()

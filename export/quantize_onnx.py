@@ -117,25 +117,17 @@ def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int 
     proto = onnx.load(str(tmp_path))
     _set_metadata(proto, meta)
     onnx.save(proto, str(tmp_path))
-    files = [tmp_path]
-    try:
+    def make_report():
         conv = int8_conv_fraction(tmp_path)
-        report = fid.fidelity_report(model, str(tmp_path), split.held_out, split.query,
-                                     min_cosine=min_cosine, min_top1=min_top1, artifact=fid.final_name(tmp_path),
-                                     calibration={"source": split.calib.source, "crops": len(split.calib),
-                                                  "generated": split.calib.generated, "method": f"onnxruntime "
-                                                  f"quantize_static QDQ, per-channel symmetric weights, symmetric "
-                                                  f"activations, {method}", **eq},
-                                     extra={"int8_conv_fraction": conv["fraction"], **conv})
-        out = fid.report_path(tmp_path)
-        fid.write_report(report, out)
-        files.append(out)
-        fid.check(report, quiet=quiet)
-    except BaseException:
-        for f in files:
-            Path(f).unlink(missing_ok=True)
-        raise
-    return files
+        return fid.fidelity_report(model, str(tmp_path), split.held_out, split.query,
+                                   min_cosine=min_cosine, min_top1=min_top1, artifact=fid.final_name(tmp_path),
+                                   calibration={"source": split.calib.source, "crops": len(split.calib),
+                                                "generated": split.calib.generated, "method": f"onnxruntime "
+                                                f"quantize_static QDQ, per-channel symmetric weights, symmetric "
+                                                f"activations, {method}", **eq},
+                                   extra={"int8_conv_fraction": conv["fraction"], **conv})
+
+    return fid.gate_artifact([tmp_path], tmp_path, make_report, quiet=quiet)
 
 
 write_onnx_int8.default_input_format = "float_nchw"

@@ -242,8 +242,7 @@ def write_openvino_int8(model, tmp_path, meta: ModelMeta, *, calib=None, max_dro
     tmp_path = Path(tmp_path)
     xml = tmp_path.with_suffix(".xml")
     ov.save_model(q, str(xml), compress_to_fp16=False)
-    files = [xml, xml.with_suffix(".bin")]
-    try:
+    def make_report():
         conv = int8_conv_fraction(xml)
         report = fid.fidelity_report(model, str(xml), split.held_out, split.query, min_cosine=min_cosine,
                                      min_top1=min_top1, artifact=fid.final_name(xml),
@@ -255,15 +254,9 @@ def write_openvino_int8(model, tmp_path, meta: ModelMeta, *, calib=None, max_dro
         if layer_report and not report.passed:
             rows = fid.layer_errors(fp32, q, next(split.held_out.batches(meta, 16)))
             report.extra["worst_layers"] = sorted(rows, key=lambda r: r["cosine"])[:10]
-        out = fid.report_path(xml)
-        fid.write_report(report, out)
-        files.append(out)
-        fid.check(report, quiet=quiet)
-    except BaseException:
-        for f in files:
-            Path(f).unlink(missing_ok=True)
-        raise
-    return files
+        return report
+
+    return fid.gate_artifact([xml, xml.with_suffix(".bin")], xml, make_report, quiet=quiet)
 
 
 # as the FP32 OpenVINO artifact: the graph normalises resized uint8 BGR crops; the host only resizes
@@ -295,7 +288,9 @@ def demo_int8(workdir, model=None, n_calib: int = 300, seed: int = 0):
     model = model or build_model("osnet_x0_25")
     print("INT8 demo: calibration and held-out crops are GENERATED (osnet_edge.synthetic), "
           "so the fidelity below shows the path works, not real-world accuracy", file=sys.stderr)
-    res = export_model(model, "openvino", Path(workdir), int8=True, calib=f"generated:{n_calib}", seed=seed)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)  # export_model treats a missing path as a file name
+    res = export_model(model, "openvino", workdir, int8=True, calib=f"generated:{n_calib}", seed=seed)
     print(res.summary(), file=sys.stderr)
     return res
 

@@ -496,8 +496,9 @@ def write_trt_int8(model, tmp_path, meta: ModelMeta, *, calib=None, calib_size: 
               + (" (GENERATED crops: demo only)" if split.calib.generated else "")
               + f"; {len(split.held_out)} held-out crops for the fidelity report", file=sys.stderr)
     files = write_trt(model, tmp_path, meta, calib=split.calib, quiet=quiet, **options)
-    try:
-        engine = Path(files[0])
+    engine = Path(files[0])
+
+    def make_report():
         layers = int8_layer_summary(engine)
         report = fid.fidelity_report(
             model, str(engine), split.held_out, split.query,
@@ -507,15 +508,9 @@ def write_trt_int8(model, tmp_path, meta: ModelMeta, *, calib=None, calib_size: 
                          "method": "explicit Q/DQ" if options.get("qdq") else
                          f"TensorRT {options.get('calib_method') or 'entropy'} calibrator"},
             extra=layers)
-        out = fid.report_path(engine)
-        fid.write_report(report, out)
-        files.append(out)
-        fid.check(report, quiet=quiet)
-    except BaseException:
-        for f in files:
-            Path(f).unlink(missing_ok=True)
-        raise
-    return files
+        return report
+
+    return fid.gate_artifact(files, engine, make_report, quiet=quiet)
 
 
 def int8_layer_summary(engine_path) -> dict:

@@ -91,6 +91,12 @@ def main():
               f"{r['speedup']:8.2f}x {share:>8s}")
     (OUT / "timings.json").write_text(json.dumps({"cpu_count": os.cpu_count(), "rows": rows}, indent=2))
     _plot(rows, OUT / "timings.png")
+    print()
+    from .export.fidelity import report_path
+    from .export.quantize_openvino import demo_int8
+
+    res = demo_int8(OUT, model=model)
+    print(f"openvino int8: {res.path} (fidelity report: {report_path(res.path)})")
     print(f"\nwrote {OUT / 'timings.json'} (+ timings.png). Load an artifact with:")
     print(f"  {artifacts['openvino fp16'].load_line()}")
     return 0

@@ -1,8 +1,6 @@
 """PNG plots beside the JSON: throughput / speed-up of a run, and the β x ρ Pareto plot of a sweep."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 
@@ -17,17 +15,12 @@ def _plt():
 
 
 def _save(fig, path) -> Path:
+    from ..atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        _umask_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
     finally:
         fig.clf()
     return path
@@ -108,9 +101,3 @@ def plot_sweep(rows, path, title="OSNet β x ρ sweep") -> Path:
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
-
-def _umask_mode(path):
-    """mkstemp creates 0600 files; results are shared, so give them the mode a plain open() would."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)

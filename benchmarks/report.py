@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -113,19 +111,9 @@ def build_record(rows, *, machine, probe, settings: dict, load_start, load_end, 
 
 def write_json(record: dict, path) -> Path:
     """Write to a temporary file beside the target, then rename: a killed run leaves no half-file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1, default=str)
-            f.write("\n")
-        _umask_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from ..atomic import write_text
+
+    return write_text(path, json.dumps(record, indent=1, default=str) + "\n")
 
 
 def headline(rows) -> list[dict]:
@@ -164,9 +152,3 @@ def format_headline(items) -> str:
         lines.append(" ".join(parts))
     return "\n".join(lines)
 
-
-def _umask_mode(path):
-    """mkstemp creates 0600 files; results are shared, so give them the mode a plain open() would."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)

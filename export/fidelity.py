@@ -16,9 +16,7 @@ model side by side and reports, per layer in network order, how far the INT8 ten
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -240,12 +238,9 @@ def report_path(artifact) -> Path:
 
 def write_report(report: FidelityReport, path) -> Path:
     """Write the JSON atomically (temp file + rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(report.to_dict(), fh, indent=2, default=_json_default)
-    os.replace(tmp, path)
-    return path
+    from ..atomic import write_text
+
+    return write_text(path, json.dumps(report.to_dict(), indent=2, default=_json_default))
 
 
 def check(report: FidelityReport, quiet: bool = False) -> FidelityReport:

@@ -13,7 +13,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 from ..deps import require
 from ..errors import ModelConfigError

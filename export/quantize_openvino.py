@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..deps import require
-from ..errors import ArtifactError, ModelConfigError
+from ..errors import ModelConfigError
 from ..metadata import META_KEY, ModelMeta
 from . import fidelity as fid
 

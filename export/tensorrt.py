@@ -301,10 +301,9 @@ def _pin_fp32(trt, network) -> int:
 
 
 def _atomic_write(path: Path, data: bytes):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    from ..atomic import write_bytes
+
+    write_bytes(path, data)
 
 
 def build_engine(onnx_path, engine_path, meta: ModelMeta, *, max_batch: int = 32, opt_batch: int | None = None,

@@ -5,10 +5,8 @@ unpickle is refused, never executed.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -123,17 +121,11 @@ def model_meta(model, precision: str = "fp32") -> ModelMeta:
 
 def atomic_save(obj, path) -> Path:
     """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def save_checkpoint(model, path, **extra) -> Path:

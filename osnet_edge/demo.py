@@ -32,7 +32,6 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 def main():
-    import numpy as np
     import torch
 
     from .complexity import complexity, print_table6

@@ -46,7 +46,7 @@ def test_variant_matches_torchreid(name, torchreid_osnet, torchreid_osnet_ain):
     with torch.no_grad():
         (ya, va), (yb, vb) = ref(x), ours(x)
     assert yb.shape == (2, 10) and vb.shape == (2, 512)
-    assert (ya - yb).abs().max().item() <= 1e-5
+    assert (ya - yb).abs().max().item() <= 1e-5 and (va - vb).abs().max().item() <= 1e-5
 
 
 @pytest.mark.parametrize("width", [1.0, 0.75, 0.5, 0.25])

@@ -11,7 +11,7 @@ import torch
 from osnet_edge.errors import CheckpointError, OsnetEdgeError
 from osnet_edge.training.losses import CrossEntropyLabelSmooth, ReidLoss, TripletLoss, mutual_kl
 from osnet_edge.training.optim import EpochScheduler, build_optimizer, lr_factor
-from osnet_edge.training.recipes import RECIPES, make_config
+from osnet_edge.training.recipes import make_config
 
 SIZE = (128, 64)
 

@@ -12,7 +12,7 @@ Both are configuration of the classes below, not separate copies.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn

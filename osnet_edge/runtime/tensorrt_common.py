@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -188,11 +187,9 @@ def engine_facts(trt_version: str, gpu: GPU, profile: dict, **more) -> dict:
 
 
 def write_sidecar(engine_path, meta: ModelMeta) -> Path:
-    path = sidecar_path(engine_path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    from ..atomic import write_text
+
+    return write_text(sidecar_path(engine_path), json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 def read_sidecar(engine_path) -> ModelMeta | None:

@@ -19,44 +19,38 @@ def _m(v):
     return None if v is None else v / 1e6
 
 
-COLUMNS = (
-    # header, width, getter
-    ("artifact", 30, lambda r: r["artifact"]),
-    ("backend", 13, lambda r: r["backend"]),
-    ("prec", 4, lambda r: r["precision"]),
-    ("input", 7, lambda r: f"{r['input_size'][0]}x{r['input_size'][1]}"),
-    ("batch", 5, lambda r: str(r["batch"])),
-    ("mode", 5, lambda r: r["mode"]),
-    ("p50 ms", 8, lambda r: _fmt(r["p50_ms"], ".2f")),
-    ("p90 ms", 8, lambda r: _fmt(r["p90_ms"], ".2f")),
-    ("p99 ms", 8, lambda r: _fmt(r["p99_ms"], ".2f")),
-    ("crops/s", 9, lambda r: _fmt(r["throughput"], ".1f")),
-    ("x eager", 7, lambda r: _fmt(r.get("speedup"), ".2f")),
-    ("params", 7, lambda r: _fmt(_m(r["params"]), ".2f") + ("M" if r["params"] else "")),
-    ("MAdds", 8, lambda r: _fmt(_m(r["mult_adds"]), ".1f") + ("M" if r["mult_adds"] else "")),
-    ("GFLOP/s", 8, lambda r: _fmt(r["gflops"], ".1f")),
-    ("%peak", 6, lambda r: _fmt(None if r["peak_fraction"] is None else 100 * r["peak_fraction"], ".1f")),
-)
+# header -> (width, getter); the run table and the sweep table pick from the same cells
+_CELLS = {
+    "artifact": (30, lambda r: r["artifact"]),
+    "beta": (5, lambda r: "-" if r.get("beta") is None else str(r["beta"])),
+    "rho": (5, lambda r: "-" if r.get("rho") is None else str(r["rho"])),
+    "backend": (13, lambda r: r["backend"]),
+    "prec": (4, lambda r: r["precision"]),
+    "input": (7, lambda r: f"{r['input_size'][0]}x{r['input_size'][1]}"),
+    "batch": (5, lambda r: str(r["batch"])),
+    "mode": (5, lambda r: r["mode"]),
+    "p50 ms": (8, lambda r: _fmt(r["p50_ms"], ".2f")),
+    "p90 ms": (8, lambda r: _fmt(r["p90_ms"], ".2f")),
+    "p99 ms": (8, lambda r: _fmt(r["p99_ms"], ".2f")),
+    "crops/s": (9, lambda r: _fmt(r["throughput"], ".1f")),
+    "x eager": (7, lambda r: _fmt(r.get("speedup"), ".2f")),
+    "params": (7, lambda r: _fmt(_m(r["params"]), ".2f") + ("M" if r["params"] else "")),
+    "MAdds": (8, lambda r: _fmt(_m(r["mult_adds"]), ".1f") + ("M" if r["mult_adds"] else "")),
+    "paper": (7, lambda r: _fmt(r.get("paper_mult_adds_m"), ".1f")),
+    "GFLOP/s": (8, lambda r: _fmt(r["gflops"], ".1f")),
+    "%peak": (6, lambda r: _fmt(None if r["peak_fraction"] is None else 100 * r["peak_fraction"], ".1f")),
+    "R1": (5, lambda r: _fmt(r.get("paper_r1"), ".1f")),
+}
 
-SWEEP_COLUMNS = (
-    ("beta", 5, lambda r: "-" if r.get("beta") is None else str(r["beta"])),
-    ("rho", 5, lambda r: "-" if r.get("rho") is None else str(r["rho"])),
-    ("backend", 13, lambda r: r["backend"]),
-    ("prec", 4, lambda r: r["precision"]),
-    ("input", 7, lambda r: f"{r['input_size'][0]}x{r['input_size'][1]}"),
-    ("mode", 5, lambda r: r["mode"]),
-    ("batch", 5, lambda r: str(r["batch"])),
-    ("p50 ms", 8, lambda r: _fmt(r["p50_ms"], ".2f")),
-    ("p99 ms", 8, lambda r: _fmt(r["p99_ms"], ".2f")),
-    ("crops/s", 9, lambda r: _fmt(r["throughput"], ".1f")),
-    ("x eager", 7, lambda r: _fmt(r.get("speedup"), ".2f")),
-    ("params", 7, lambda r: _fmt(_m(r["params"]), ".2f") + ("M" if r["params"] else "")),
-    ("MAdds", 8, lambda r: _fmt(_m(r["mult_adds"]), ".1f") + ("M" if r["mult_adds"] else "")),
-    ("paper", 7, lambda r: _fmt(r.get("paper_mult_adds_m"), ".1f")),
-    ("GFLOP/s", 8, lambda r: _fmt(r["gflops"], ".1f")),
-    ("%peak", 6, lambda r: _fmt(None if r["peak_fraction"] is None else 100 * r["peak_fraction"], ".1f")),
-    ("R1", 5, lambda r: _fmt(r.get("paper_r1"), ".1f")),
-)
+
+def _columns(*headers):
+    return tuple((h, *_CELLS[h]) for h in headers)
+
+
+COLUMNS = _columns("artifact", "backend", "prec", "input", "batch", "mode", "p50 ms", "p90 ms", "p99 ms",
+                   "crops/s", "x eager", "params", "MAdds", "GFLOP/s", "%peak")
+SWEEP_COLUMNS = _columns("beta", "rho", "backend", "prec", "input", "mode", "batch", "p50 ms", "p99 ms", "crops/s",
+                         "x eager", "params", "MAdds", "paper", "GFLOP/s", "%peak", "R1")
 
 
 def format_table(rows, columns=COLUMNS) -> str:

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="INT8 fidelity gate: least mean cosine to FP32 on held-out crops (default 0.98)")
     o.add_argument("--min-top1", type=float, default=None, metavar="X",
                    help="INT8 fidelity gate: least top-1 nearest-neighbour agreement (default 0.90)")
+    o.add_argument("--equalize", action="store_true",
+                   help="INT8 (OpenVINO/ONNX): equalize the Lite 3x3 layers' activation ranges before quantizing "
+                        "(exact in FP32; see benchmarks/results/int8/NOTES.md)")
     o.add_argument("--holdout", metavar="SOURCE", default=None,
                    help="INT8: held-out crops for the fidelity report (default: crops of --calib never calibrated on)")
     o.add_argument("--workspace", type=float, default=None, metavar="GiB", help="TensorRT builder workspace")
@@ -121,7 +124,7 @@ def main(argv=None) -> int:
                                  f"--int8 is not available for --format {fmt} (only {', '.join(sorted(INT8_WRITERS))})")
         writer = INT8_WRITERS[fmt] if args.int8 else WRITERS[fmt]
         if getattr(writer, "preflight", None):  # e.g. no GPU for TensorRT: say so before building anything
-            writer.preflight(device=args.device)
+            writer.preflight(device=args.device, calib=args.calib)
         model, trained = load_model(args)
         if not trained:
             banner = "!" * 78
@@ -137,6 +140,8 @@ def main(argv=None) -> int:
                    if v is not None}
         if args.qdq:
             options["qdq"] = True
+        if args.equalize:
+            options["equalize"] = True
         print(f"exporting {model.arch} {model.input_size[0]}x{model.input_size[1]} to {fmt}"
               f"{' FP16' if args.half else ' INT8' if args.int8 else ' FP32'} ...", file=sys.stderr)
         res = export_model(model, fmt, args.output, half=args.half, int8=args.int8, calib=args.calib,

@@ -27,6 +27,8 @@ from ..errors import ArtifactError, InputError
 DEFAULT_MIN_COSINE = 0.98
 DEFAULT_MIN_TOP1 = 0.90
 REPORT_SUFFIX = ".fidelity.json"
+GAP_LEVELS = (0.001, 0.005, 0.01)  # FP32 1st-vs-2nd neighbour cosine gaps the top-1 agreement is broken down by
+CLEAR_GAP = 0.005                    # the one the summary prints
 
 
 class FidelityError(ArtifactError):
@@ -80,6 +82,10 @@ class FidelityReport:
             lines.append(f"  top-1 neighbour keeps its identity: {100 * self.extra['top1_identity_agreement']:.1f}% "
                          f"(median FP32 gap between 1st and 2nd neighbour: "
                          f"{self.extra['fp32_top1_top2_gap_median']:.4f} cosine)")
+        g = self.extra.get("top1_agreement_by_fp32_gap", {}).get(f"{CLEAR_GAP:g}")
+        if g and g["top1_agreement"] is not None:
+            lines.append(f"  top-1 agreement where FP32's 1st and 2nd neighbours differ by >= {CLEAR_GAP:g} cosine: "
+                         f"{100 * g['top1_agreement']:.1f}% of {g['crops']} crops (the rest are near-ties)")
         if "int8_conv_fraction" in self.extra:
             lines.append(f"  convolutions executing in INT8: {100 * self.extra['int8_conv_fraction']:.0f}%")
         t = self.thresholds
@@ -119,7 +125,15 @@ def embedding_agreement(ref, test, k: int = 5) -> dict:
     s = ref @ ref.T
     np.fill_diagonal(s, -np.inf)
     top2 = -np.sort(-s, axis=1)[:, :2]
-    return {"nn_ref": nr[:, 0], "nn_test": nt[:, 0], "fp32_top1_top2_gap_median": float(np.median(top2[:, 0] - top2[:, 1])),
+    gap = top2[:, 0] - top2[:, 1]
+    hit = nr[:, 0] == nt[:, 0]
+    # near-ties (two gallery images of one person a hair apart) flip under any perturbation; the breakdown
+    # shows whether disagreement is confined to them or reaches clear-cut neighbours
+    by_gap = {f"{t:g}": {"crops": int(np.sum(gap >= t)),
+                         "top1_agreement": float(np.mean(hit[gap >= t])) if np.any(gap >= t) else None}
+              for t in GAP_LEVELS}
+    return {"nn_ref": nr[:, 0], "nn_test": nt[:, 0], "fp32_top1_top2_gap_median": float(np.median(gap)),
+            "top1_agreement_by_fp32_gap": by_gap,
             "cosine": cos, "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
             "cosine_p01": float(np.percentile(cos, 1)), "top1_agreement": top1, "top5_agreement": topk}
 
@@ -202,6 +216,7 @@ def fidelity_report(reference, candidate, held_out, query=None, *, min_cosine: f
                                                 held_out.camids)
     extra = dict(extra or {})
     extra["fp32_top1_top2_gap_median"] = agree["fp32_top1_top2_gap_median"]
+    extra["top1_agreement_by_fp32_gap"] = agree["top1_agreement_by_fp32_gap"]
     if held_out.has_identities and (query is None or query.has_identities):
         # how many neighbour changes keep the identity: a flip between two images of the same person is
         # harmless to a tracker, a flip to another person is not

@@ -18,7 +18,7 @@ from ..deps import require
 from ..errors import ModelConfigError
 from ..metadata import ModelMeta
 from . import fidelity as fid
-from .quantize_openvino import NO_CALIB, _with_precision, equalized
+from .quantize_openvino import NO_CALIB, _with_precision, equalized, preflight
 
 CALIB_METHODS = ("minmax", "percentile", "entropy")
 
@@ -130,6 +130,7 @@ def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int 
 
 
 write_onnx_int8.default_input_format = "float_nchw"
+write_onnx_int8.preflight = preflight  # INT8 without --calib is refused before the model is built
 
 
 def register() -> None:

@@ -40,6 +40,21 @@ def test_one_destroyed_row_shows_in_min_not_mean():
     assert a["cosine_min"] < 0.5 < 0.95 < a["cosine_mean"]
 
 
+
+def test_agreement_breakdown_separates_near_ties_from_clear_neighbours():
+    # crops 0 and 1 are a near-tie for crop 2 (gap 1e-4); every other crop has a clear nearest neighbour
+    f, _ = _clustered(spread=0.3)
+    f = f / np.linalg.norm(f, axis=1, keepdims=True)
+    f[1] = f[0] + 1e-4 * np.random.default_rng(3).normal(size=f.shape[1])
+    f[2] = f[0] + 0.02 * np.random.default_rng(4).normal(size=f.shape[1])
+    g = f.copy()
+    g[0], g[1] = f[1], f[0]  # swap the twins: crop 2's top-1 flips, nothing clear-cut does
+    a = fid.embedding_agreement(f, g)
+    by_gap = a["top1_agreement_by_fp32_gap"]
+    assert a["top1_agreement"] < 1.0
+    clear = by_gap[f"{fid.CLEAR_GAP:g}"]
+    assert clear["top1_agreement"] == 1.0 and 0 < clear["crops"] < len(f)
+
 def _fake_embedder(table):
     """crops are indices into table: crops -> rows."""
     return lambda crops: np.asarray([table[int(c[0, 0, 0])] for c in crops])

@@ -78,6 +78,20 @@ def test_int8_refused_without_calib(trained, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_cli_int8_without_calib_refused_before_model_is_built(monkeypatch, capsys, tmp_path):
+    from osnet_edge.export import cli
+
+    def no_build(_args):
+        raise AssertionError("the model was built before --calib was checked")
+
+    monkeypatch.setattr(cli, "load_model", no_build)
+    for fmt in ("openvino", "onnx"):
+        assert cli.main(["--format", fmt, "--int8", "-o", str(tmp_path)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--calib SOURCE" in err[0]
+    assert not list(tmp_path.iterdir())
+
+
 def test_openvino_int8_keeps_fidelity(trained, reid_data, tmp_path):
     res = export_model(trained, "openvino", tmp_path, int8=True, calib=str(reid_data), min_top1=0.5,
                        **NOVERIFY, **FAST)

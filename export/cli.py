@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--equalize", action="store_true",
                    help="INT8 (OpenVINO/ONNX): equalize the Lite 3x3 layers' activation ranges before quantizing "
                         "(exact in FP32; see benchmarks/results/int8/NOTES.md)")
+    o.add_argument("--int8-activations", choices=["symmetric", "asymmetric"], default=None,
+                   help="ONNX INT8: symmetric INT8 activations (default; TensorRT-ready) or asymmetric UINT8 "
+                        "(ONNX Runtime only; keeps more accuracy after ReLU)")
     o.add_argument("--holdout", metavar="SOURCE", default=None,
                    help="INT8: held-out crops for the fidelity report (default: crops of --calib never calibrated on)")
     o.add_argument("--workspace", type=float, default=None, metavar="GiB", help="TensorRT builder workspace")
@@ -122,6 +125,9 @@ def main(argv=None) -> int:
 
             raise OsnetEdgeError(INT8_PENDING if not INT8_WRITERS else
                                  f"--int8 is not available for --format {fmt} (only {', '.join(sorted(INT8_WRITERS))})")
+        if args.int8_activations and not (args.int8 and fmt == "onnx"):
+            raise OsnetEdgeError("--int8-activations applies to --format onnx --int8 only (OpenVINO's NNCF picks "
+                                 "its own scheme; TensorRT needs symmetric)")
         writer = INT8_WRITERS[fmt] if args.int8 else WRITERS[fmt]
         if getattr(writer, "preflight", None):  # e.g. no GPU for TensorRT: say so before building anything
             writer.preflight(device=args.device, calib=args.calib)
@@ -134,7 +140,7 @@ def main(argv=None) -> int:
         options = {k: v for k, v in (("max_drop", args.max_drop), ("workspace", args.workspace),
                                      ("device", args.device), ("calib_method", args.calib_method),
                                      ("min_cosine", args.min_cosine), ("min_top1", args.min_top1),
-                                     ("holdout", args.holdout),
+                                     ("holdout", args.holdout), ("activations", args.int8_activations),
                                      ("opt_batch", args.opt_batch), ("min_batch", args.min_batch),
                                      ("dla_core", args.dla_core), ("timing_cache", args.timing_cache))
                    if v is not None}

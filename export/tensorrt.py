@@ -463,6 +463,9 @@ def write_trt(model, tmp_path, meta: ModelMeta, *, opset: int = 17, max_batch: i
                 raise ModelConfigError("--qdq needs the INT8 ONNX (Q/DQ) writer, which this build lacks; "
                                        "drop --qdq to calibrate in TensorRT instead")
             passthrough = {k: v for k, v in options.items() if k not in _BUILD_OPTIONS + ("half", "int8")}
+            if passthrough.get("activations", "symmetric") != "symmetric":
+                raise ModelConfigError("TensorRT's explicit quantization (--qdq) takes symmetric INT8 activations "
+                                       "only; drop --int8-activations")
             INT8_WRITERS["onnx"](model, onnx_tmp, replace(meta), opset=opset, calib=calib, max_batch=max_batch,
                                  half=False, int8=True, **passthrough)
             calib = None  # the scales are in the graph

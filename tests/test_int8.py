@@ -151,6 +151,30 @@ def test_onnx_qdq_int8(trained, reid_data, tmp_path):
     assert rep["passed"] and rep["extra"]["int8_convolutions"] / rep["extra"]["convolutions"] >= 0.7
     assert Embedder(res.path).meta.precision == "int8"
 
+    # ONNX Runtime only: UINT8 activations with zero points keep the 128 levels symmetric INT8 wastes after ReLU
+    out = tmp_path / "asym"
+    out.mkdir()
+    res_a = export_model(trained, "onnx", out, int8=True, calib=str(reid_data), activations="asymmetric",
+                         min_cosine=0.9, min_top1=0.3, **NOVERIFY, **FAST)
+    g = onnx.load(str(res_a.path)).graph
+    init = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    zps = [init[n.input[2]] for n in g.node if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in init]
+    assert any(z.dtype == np.uint8 and z.any() for z in zps)
+    rep_a = json.loads((out / (res_a.path.stem + ".fidelity.json")).read_text())
+    assert rep_a["calibration"]["activations"] == "asymmetric"
+    assert rep_a["cosine_mean"] > rep["cosine_mean"]
+    with pytest.raises(ModelConfigError, match="activation scheme"):
+        export_model(trained, "onnx", tmp_path / "bad.onnx", int8=True, calib=str(reid_data), activations="int4",
+                     **NOVERIFY, **FAST)
+
+
+def test_cli_int8_activations_only_for_onnx(capsys):
+    from osnet_edge.export.cli import main
+
+    assert main(["--format", "openvino", "--int8", "--calib", "generated:8", "--int8-activations", "asymmetric"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--int8-activations applies to --format onnx" in err[0]
+
 
 def test_layer_errors_find_where_error_enters(trained, reid_data):
     """The per-layer tool orders layers by the network and shows drift growing towards the output."""

@@ -265,6 +265,7 @@ def write_openvino_int8(model, tmp_path, meta: ModelMeta, *, calib=None, max_dro
 # as the FP32 OpenVINO artifact: the graph normalises resized uint8 BGR crops; the host only resizes
 write_openvino_int8.default_input_format = "uint8_nhwc"
 
+
 def preflight(calib=None, **_options):
     """What the CLI calls before building the model: INT8 without calibration crops is refused at once."""
     if calib is None:

@@ -463,9 +463,6 @@ def write_trt(model, tmp_path, meta: ModelMeta, *, opset: int = 17, max_batch: i
                 raise ModelConfigError("--qdq needs the INT8 ONNX (Q/DQ) writer, which this build lacks; "
                                        "drop --qdq to calibrate in TensorRT instead")
             passthrough = {k: v for k, v in options.items() if k not in _BUILD_OPTIONS + ("half", "int8")}
-            if passthrough.get("activations", "symmetric") != "symmetric":
-                raise ModelConfigError("TensorRT's explicit quantization (--qdq) takes symmetric INT8 activations "
-                                       "only; drop --int8-activations")
             INT8_WRITERS["onnx"](model, onnx_tmp, replace(meta), opset=opset, calib=calib, max_batch=max_batch,
                                  half=False, int8=True, **passthrough)
             calib = None  # the scales are in the graph
@@ -485,6 +482,9 @@ def write_trt_int8(model, tmp_path, meta: ModelMeta, *, calib=None, calib_size: 
     """The INT8 'trt' writer: calibration crops and held-out crops split from one --calib source (never
     sharing a crop), the engine calibrated on the first, then the INT8 issue's fidelity report on the second
     (JSON beside the engine). A failing report refuses the engine (FidelityError; nothing is kept)."""
+    if options.get("activations", "symmetric") != "symmetric":
+        raise ModelConfigError("TensorRT's explicit quantization takes symmetric INT8 activations only; "
+                               "drop --int8-activations")
     import_tensorrt("TensorRT INT8 export", options.get("device"))
     from ..calibration import sources
     from . import fidelity as fid

@@ -91,6 +91,17 @@ def test_export_trt_without_gpu_fails_fast_and_writes_nothing(no_gpu, tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_trt_refuses_asymmetric_int8_activations(no_gpu, tmp_path):
+    from osnet_edge import build_model
+    from osnet_edge.errors import ModelConfigError
+    from osnet_edge.export.api import export_model
+
+    with pytest.raises(ModelConfigError, match="symmetric INT8 activations only"):
+        export_model(build_model("osnet_x0_25"), "trt", tmp_path, int8=True, calib="generated:8", qdq=True,
+                     activations="asymmetric")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_gpu_without_tensorrt_names_the_extra(fake_gpu_no_packages, engine_file):
     from osnet_edge import Embedder
 

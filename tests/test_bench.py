@@ -220,3 +220,13 @@ def test_console_sweep_in_a_fresh_interpreter(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out_json.read_text())["rows"]
     assert len(rows) == 1 and rows[0]["mult_adds"] / 1e6 == pytest.approx(5.2, rel=0.03)
+
+
+def test_headline_skips_groups_with_nothing_to_compare():
+    from osnet_edge.benchmarks.report import format_headline, headline
+
+    rows = [{"arch": "osnet_x0_25", "input_size": [256, 128], "batch": b, "mode": "model", "baseline": False,
+             "artifact": "a.xml", "throughput": 10.0} for b in (1, 32)]
+    assert headline(rows) == [] and format_headline(headline(rows)) == ""
+    rows[1]["peak_fraction"], rows[1]["gflops"] = 0.5, 70.0
+    assert "50.0% of the matmul peak" in format_headline(headline(rows))

@@ -17,6 +17,7 @@ def _model_with_uneven_channels():
 
 def test_equalize_is_exact_and_evens_ranges():
     m = _model_with_uneven_channels()
+    original = [c1.weight.detach().clone() for c1, _ in lite_pairs(m)]
     x = np.random.default_rng(0).normal(size=(8, 3, 64, 32)).astype(np.float32)
     eq, stats = equalize(m, [x])
     assert stats["layers"] == len(lite_pairs(m)) > 0
@@ -26,5 +27,6 @@ def test_equalize_is_exact_and_evens_ranges():
     spread = lambda r: float(r.max() / r[r > 0].min())
     before, after = activation_ranges(m, [x]), activation_ranges(eq, [x])
     assert np.median([spread(r) for r in after]) < 0.5 * np.median([spread(r) for r in before])
-    # the reference model is untouched
+    # the copy was rescaled and the reference model is untouched
     assert not torch.equal(next(iter(lite_pairs(m)))[0].weight, next(iter(lite_pairs(eq)))[0].weight)
+    assert all(torch.equal(w, c1.weight) for w, (c1, _) in zip(original, lite_pairs(m)))

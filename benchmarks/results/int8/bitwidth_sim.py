@@ -97,13 +97,13 @@ def main(checkpoint, calib, held_out):
         print(f"  {label:28s} {a['cosine_mean']:.6f}  {a['cosine_min']:.5f}  {100 * a['top1_agreement']:5.1f}%  "
               f"{100 * clear:5.1f}%", flush=True)
 
+    ranges = {id(m): input_ranges(m, cal) for m in (model, eq)}  # calibration ranges, once per network
     show("FP16 weights + activations", fid.embedding_agreement(ref, embed(fp16_rounded(model))))
     for label, base, bits, wbits in [("8-bit act + 8-bit w", model, 8, 8), ("8-bit act only", model, 8, 0),
                                      ("weights only (8-bit)", model, None, 8),
                                      ("equalized, 8-bit act + w", eq, 8, 8), ("equalized, 9-bit act + w", eq, 9, 8),
                                      ("equalized, 10-bit act + w", eq, 10, 8), ("equalized, 10-bit act", eq, 10, 0)]:
-        ranges = input_ranges(base, cal)
-        show(label, fid.embedding_agreement(ref, embed(fake_quantize(base, ranges, bits, wbits))))
+        show(label, fid.embedding_agreement(ref, embed(fake_quantize(base, ranges[id(base)], bits, wbits))))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ $(VENV)/.installed: setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[onnx,openvino,train,bench,dev]' $(TORCH)
+	$(PIP) install -q -e '.[onnx,openvino,export,train,bench,dev]' $(TORCH)
 	touch $@
 
 venv: $(VENV)/.installed

@@ -12,9 +12,14 @@ here = Path(__file__).parent
 version = re.search(r'__version__ = "([^"]+)"', (here / "osnet_edge/_version.py").read_text()).group(1)
 
 extras = {
-    # the runtime itself (numpy + opencv) is the base install: a camera-end box needs no torch
-    "onnx": ["onnx>=1.15", "onnxruntime>=1.17", "onnxslim>=0.1.30"],
-    "openvino": ["openvino>=2024.0", "nncf>=2.12"],
+    # the runtime itself (numpy + opencv) is the base install: a camera-end box needs no torch.
+    # Runtime extras hold the inference engine alone; everything only an export needs is in "export".
+    "onnx": ["onnxruntime>=1.17"],
+    "openvino": ["openvino>=2024.0"],
+    # exporting (with torch from "train"): ONNX writing and slimming, the dynamo exporter's onnxscript,
+    # OpenVINO IR conversion and NNCF INT8 quantization
+    "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxslim>=0.1.30", "onnxscript>=0.2",
+               "openvino>=2024.0", "nncf>=2.12"],
     # JetPack ships TensorRT on a Jetson (aarch64): the desktop wheel only on x86-64 Linux/Windows
     # (Windows says AMD64). cuda-python is thin bindings that load the system's CUDA, so a Jetson
     # takes it from the registry too; no TensorRT/CUDA wheels exist for macOS.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import OsnetEdgeError
+from osnet_edge.errors import OsnetEdgeError
 
 PROG = "osnet-bench"
 
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args):
-    from .runner import MODES, Settings
+    from osnet_edge.benchmarks.runner import MODES, Settings
 
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     bad = [m for m in modes if m not in MODES]
@@ -105,7 +105,7 @@ def _settings(args):
 
 
 def _check_sweep_args(args):
-    from .sweep import FORMATS
+    from osnet_edge.benchmarks.sweep import FORMATS
 
     fmt = {"tensorrt": "trt", "engine": "trt", "ov": "openvino", "torch": "pytorch"}.get(args.format.lower(),
                                                                                           args.format.lower())
@@ -129,10 +129,10 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
     if args.table6:
-        from ..deps import require
+        from osnet_edge.deps import require
 
         require("torch", "osnet-bench --table6 (counting params and Mult-Adds)")
-        from ..complexity import print_table6
+        from osnet_edge.complexity import print_table6
 
         print_table6()
         if not args.artifacts and not args.sweep:
@@ -144,10 +144,10 @@ def _main(args) -> int:
     settings = _settings(args)
     sweep_args = _check_sweep_args(args) if args.sweep else None
 
-    from .runner import check_artifact
+    from osnet_edge.benchmarks.runner import check_artifact
 
     paths = [check_artifact(a) for a in args.artifacts]  # every bad path before any timing starts
-    from ..deps import require
+    from osnet_edge.deps import require
 
     require("torch", "osnet-bench (Mult-Adds and the PyTorch eager baseline)")
     if args.plot:
@@ -158,9 +158,9 @@ def _main(args) -> int:
 def _run(args, settings, paths, sweep_args) -> int:
     from tqdm import tqdm
 
-    from .probe import load_average, machine_info, matmul_peak
-    from .report import build_record, format_machine, format_table, write_json
-    from .runner import Bench
+    from osnet_edge.benchmarks.probe import load_average, machine_info, matmul_peak
+    from osnet_edge.benchmarks.report import build_record, format_machine, format_table, write_json
+    from osnet_edge.benchmarks.runner import Bench
 
     load_start = load_average()
     machine = machine_info()
@@ -181,7 +181,7 @@ def _run(args, settings, paths, sweep_args) -> int:
     interrupted, failure = False, None
     try:
         if sweep_args:
-            from .sweep import run_sweep
+            from osnet_edge.benchmarks.sweep import run_sweep
 
             fmt, widths, resolutions = sweep_args
             run_sweep(bench, fmt, args.precision, widths, resolutions, out_dir=args.sweep_dir, progress=progress,
@@ -198,7 +198,7 @@ def _run(args, settings, paths, sweep_args) -> int:
 
     profiles = []
     if args.profile and not interrupted and failure is None and paths:
-        from .profile import format_profile, profile_artifact
+        from osnet_edge.benchmarks.profile import format_profile, profile_artifact
 
         try:
             for path in paths:
@@ -226,7 +226,7 @@ def _run(args, settings, paths, sweep_args) -> int:
               f"%peak uses {probe['gflops']:.1f}")
     if interrupted:
         print(f"\ninterrupted: {len(rows)} measurement(s) completed so far", file=sys.stderr)
-    from .report import COLUMNS, SWEEP_COLUMNS, format_headline, headline
+    from osnet_edge.benchmarks.report import COLUMNS, SWEEP_COLUMNS, format_headline, headline
 
     print()
     print(format_table(rows, SWEEP_COLUMNS if sweep_args else COLUMNS))
@@ -253,7 +253,7 @@ def _run(args, settings, paths, sweep_args) -> int:
     if args.json:
         print(f"wrote {write_json(record, args.json)}")
     if args.plot and rows:
-        from .plots import plot_run, plot_sweep
+        from osnet_edge.benchmarks.plots import plot_run, plot_sweep
 
         title = f"osnet-bench on {machine['cpu']} ({machine['usable_cores']} cores)"
         path = plot_sweep(rows, args.plot, title) if sweep_args else plot_run(rows, args.plot, title)

@@ -37,7 +37,7 @@ GOAL_FP16_SPEEDUP = 5.0
 
 def preflight() -> tuple[dict, list]:
     """(environment facts, problems): what this run needs and whether it is there."""
-    from ..runtime.tensorrt_common import cuda_gpus, import_cudart
+    from osnet_edge.runtime.tensorrt_common import cuda_gpus, import_cudart
 
     env, problems = {"python": platform.python_version(), "machine": platform.machine()}, []
     gpus = cuda_gpus()
@@ -76,14 +76,14 @@ def preflight() -> tuple[dict, list]:
 def _model(arch, weights: dict, input_size):
     import torch
 
-    from ..models import build_model
+    from osnet_edge.models import build_model
 
     torch.manual_seed(0)
     return build_model(arch, weights=weights.get(arch), input_size=None if weights.get(arch) else input_size).eval()
 
 
 def build_one(model, precision, out_dir: Path, calib, max_batch) -> dict:
-    from ..export.api import export_model
+    from osnet_edge.export.api import export_model
 
     t0 = time.perf_counter()
     res = export_model(model, "trt", out_dir / f"{model.arch}_{precision}.engine", half=precision == "fp16",
@@ -102,9 +102,9 @@ def build_one(model, precision, out_dir: Path, calib, max_batch) -> dict:
 # ------------------------------------------------------------------------------------------- latency
 
 def time_engine(path, batches, seconds) -> dict:
-    from ..runtime.embedder import Embedder
-    from ..synthetic import synthetic_crops
-    from .measure import time_calls
+    from osnet_edge.runtime.embedder import Embedder
+    from osnet_edge.synthetic import synthetic_crops
+    from osnet_edge.benchmarks.measure import time_calls
 
     out = {}
     with Embedder(str(path)) as emb:
@@ -119,9 +119,9 @@ def time_eager(model, batches, seconds) -> dict:
     """PyTorch eager FP32 on the same GPU, host NCHW float32 in -> host features out, like the engine."""
     import torch
 
-    from ..preprocess import to_batch
-    from ..synthetic import synthetic_crops
-    from .measure import time_calls
+    from osnet_edge.preprocess import to_batch
+    from osnet_edge.synthetic import synthetic_crops
+    from osnet_edge.benchmarks.measure import time_calls
 
     m = model.cuda().eval()
     crops = list(synthetic_crops(max(batches), seed=1))

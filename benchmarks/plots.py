@@ -5,7 +5,7 @@ from pathlib import Path
 
 
 def _plt():
-    from ..deps import require
+    from osnet_edge.deps import require
 
     matplotlib = require("matplotlib", "osnet-bench plots")
     matplotlib.use("Agg")  # no display on camera boxes or CI
@@ -15,7 +15,7 @@ def _plt():
 
 
 def _save(fig, path) -> Path:
-    from ..atomic import atomic_path
+    from osnet_edge.atomic import atomic_path
 
     path = Path(path)
     try:

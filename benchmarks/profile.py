@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError
+from osnet_edge.errors import ArtifactError
 
 
 def _aggregate(items):
@@ -106,7 +106,7 @@ def _profile_torch(path, batch, iters, threads):
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from ..models import build_model
+    from osnet_edge.models import build_model
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -124,8 +124,8 @@ def _profile_torch(path, batch, iters, threads):
 
 def profile_artifact(path, batch_size=32, iters=5, threads=None, crops=None) -> dict:
     """Per-operator time for one batch of `batch_size` made by the ONE preprocessing of the artifact."""
-    from ..runtime import Embedder
-    from .runner import bench_crops
+    from osnet_edge.runtime import Embedder
+    from osnet_edge.benchmarks.runner import bench_crops
 
     path = Path(path)
     suffix = path.suffix.lower()

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from .._version import __version__
+from osnet_edge._version import __version__
 
 SCHEMA = "osnet-bench/1"
 
@@ -105,7 +105,7 @@ def build_record(rows, *, machine, probe, settings: dict, load_start, load_end, 
 
 def write_json(record: dict, path) -> Path:
     """Write to a temporary file beside the target, then rename: a killed run leaves no half-file."""
-    from ..atomic import write_text
+    from osnet_edge.atomic import write_text
 
     return write_text(path, json.dumps(record, indent=1, default=str) + "\n")
 

@@ -13,10 +13,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ArtifactError, OsnetEdgeError
-from ..runtime import Embedder
-from ..runtime.base import backend_class
-from .measure import time_interleaved
+from osnet_edge.errors import ArtifactError, OsnetEdgeError
+from osnet_edge.runtime import Embedder
+from osnet_edge.runtime.base import backend_class
+from osnet_edge.benchmarks.measure import time_interleaved
 
 MODES = ("model", "e2e")
 
@@ -29,7 +29,7 @@ def bench_crops(n: int, seed: int = 0) -> list:
     since resize cost, not pixel content, is what end-to-end timing depends on.
     """
     try:
-        from ..synthetic import synthetic_crops
+        from osnet_edge.synthetic import synthetic_crops
     except ImportError:
         synthetic_crops = None
     if synthetic_crops is not None:
@@ -66,8 +66,8 @@ def complexity_of(meta) -> Complexity:
     """Params and Mult-Adds at the artifact's input size, from the architecture its metadata names."""
     if meta is None or meta.arch == "unknown":
         return Complexity(None, None)
-    from ..complexity import complexity  # the function: `from .. import complexity` can yield the submodule
-    from ..models import build_model
+    from osnet_edge.complexity import complexity  # the function: `from .. import complexity` can yield the submodule
+    from osnet_edge.models import build_model
 
     model = build_model(meta.arch, input_size=meta.input_size)
     c = complexity(model, meta.input_size)
@@ -161,8 +161,8 @@ class Bench:
 
     def baseline_entry(self, meta, cx) -> Entry:
         """PyTorch eager FP32 of the same architecture and input size, through the same Embedder."""
-        from ..checkpoint import save_checkpoint
-        from ..models import build_model
+        from osnet_edge.checkpoint import save_checkpoint
+        from osnet_edge.models import build_model
 
         model = build_model(meta.arch, input_size=meta.input_size)
         ckpt = Path(self._tmp.name) / f"{meta.arch}_{meta.input_size[0]}x{meta.input_size[1]}_eager.pth"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ..errors import OsnetEdgeError
+from osnet_edge.errors import OsnetEdgeError
 
 PAPER_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 PAPER_RESOLUTIONS = (1.0, 0.75, 0.5, 0.25)
@@ -25,7 +25,7 @@ def grid(widths=PAPER_WIDTHS, resolutions=PAPER_RESOLUTIONS):
 
 def export_point(model, fmt: str, precision: str, out_dir: Path, calib=None, verify: bool = True) -> Path:
     """One grid point as an artifact of fmt/precision, through the SDK's exporter (or a checkpoint)."""
-    from ..checkpoint import model_meta, save_checkpoint
+    from osnet_edge.checkpoint import model_meta, save_checkpoint
 
     stem = model_meta(model, precision).stem()
     if fmt == "pytorch":
@@ -33,7 +33,7 @@ def export_point(model, fmt: str, precision: str, out_dir: Path, calib=None, ver
             raise OsnetEdgeError("--sweep --format pytorch measures fp32 only (eager FP32 is the baseline)")
         return save_checkpoint(model, out_dir / f"{stem}.pth")
     try:
-        from ..export import export_model
+        from osnet_edge.export import export_model
     except ImportError as exc:
         raise OsnetEdgeError(f"--sweep --format {fmt} needs osnet_edge.export ({exc})") from None
     result = export_model(model, fmt, output=str(out_dir / f"{stem}{SUFFIX[fmt]}"), half=precision == "fp16",
@@ -44,8 +44,8 @@ def export_point(model, fmt: str, precision: str, out_dir: Path, calib=None, ver
 def run_sweep(bench, fmt="onnx", precision="fp32", widths=PAPER_WIDTHS, resolutions=PAPER_RESOLUTIONS,
               out_dir=None, progress=None, calib=None, verify=True) -> list[dict]:
     """Build, export and measure every point; rows land in bench.rows as they are measured."""
-    from ..complexity import PAPER_TABLE6
-    from ..models import build_model
+    from osnet_edge.complexity import PAPER_TABLE6
+    from osnet_edge.models import build_model
 
     tmp = None
     if out_dir is None:

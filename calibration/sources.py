@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..preprocess import crop_boxes, to_batch
+from osnet_edge.errors import InputError
+from osnet_edge.preprocess import crop_boxes, to_batch
 
 DEFAULT_SIZE = 300      # NNCF's default subset_size; enough for stable per-tensor ranges of OSNet
 MIN_CROPS = 32          # below this the activation ranges are noise: refused
@@ -114,7 +114,7 @@ def _progress(iterable, total, desc, progress):
 
 
 def _read_images(paths, progress, desc) -> list:
-    from ..deps import require
+    from osnet_edge.deps import require
 
     cv2 = require("cv2", "reading calibration images")
     crops = []
@@ -208,7 +208,7 @@ def read_mot_boxes(path, min_side: int = MIN_BOX_SIDE) -> np.ndarray:
 
 def _frame_reader(video):
     """A function frame_no (1-based, increasing) -> BGR frame, for a video file or a folder of frame images."""
-    from ..deps import require
+    from osnet_edge.deps import require
 
     cv2 = require("cv2", "reading calibration video")
     video = Path(video)
@@ -277,7 +277,7 @@ def from_mot(video, boxes, n: int = DEFAULT_SIZE, seed: int = 0, progress: bool 
 
 def generated(n: int = DEFAULT_SIZE, seed: int = 0) -> CropSet:
     """Generated person-like crops (osnet_edge.synthetic): for demos and smoke tests only, flagged generated."""
-    from ..synthetic import synthetic_crops
+    from osnet_edge.synthetic import synthetic_crops
 
     return CropSet(list(synthetic_crops(n, seed=seed)), f"generated:{n}", [f"generated {i}" for i in range(n)],
                    generated=True)

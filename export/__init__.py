@@ -8,10 +8,10 @@
 Formats are writers in a registry (register_writer); ONNX and OpenVINO are registered here,
 TensorRT and INT8 register themselves from their modules when those are installed.
 """
-from .api import (DEFAULT_VERIFY_BATCHES, INT8_WRITERS, PARITY_THRESHOLDS, PENDING, SUFFIXES, WRITERS, ExportResult,
+from osnet_edge.export.api import (DEFAULT_VERIFY_BATCHES, INT8_WRITERS, PARITY_THRESHOLDS, PENDING, SUFFIXES, WRITERS, ExportResult,
                   VerificationError, default_output, export_model, formats, register_writer)
-from .onnx_writer import export_onnx, read_onnx_meta, write_onnx
-from .openvino_writer import export_openvino, write_openvino
+from osnet_edge.export.onnx_writer import export_onnx, read_onnx_meta, write_onnx
+from osnet_edge.export.openvino_writer import export_openvino, write_openvino
 
 register_writer("onnx", write_onnx, ".onnx")
 register_writer("openvino", write_openvino, ".xml")

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ArtifactError, ModelConfigError, OsnetEdgeError
-from ..metadata import ModelMeta
+from osnet_edge.errors import ArtifactError, ModelConfigError, OsnetEdgeError
+from osnet_edge.metadata import ModelMeta
 
 # fmt -> writer; fmt keys are what --format accepts
 WRITERS: dict[str, Callable] = {}
@@ -119,7 +119,7 @@ def export_model(model, fmt: str, output=None, *, half: bool = False, int8: bool
     (crops / batch_sizes override the generated crops and (1, 33)); min_cos overrides the precision's
     threshold (PARITY_THRESHOLDS); a failure keeps nothing and raises VerificationError. Other keyword options go to the writer (e.g. workspace, device).
     """
-    from ..checkpoint import model_meta
+    from osnet_edge.checkpoint import model_meta
 
     fmt = fmt.lower()
     if fmt not in WRITERS:
@@ -159,7 +159,7 @@ def export_model(model, fmt: str, output=None, *, half: bool = False, int8: bool
             raise ArtifactError(f"the {fmt} writer produced no file at {tmp}")
         parity = {}
         if verify:
-            from .verify import verify_artifact
+            from osnet_edge.export.verify import verify_artifact
 
             # bounded-batch formats (TensorRT profiles) check an odd batch near their max instead of 33
             near_max = getattr(writer, "verify_batches", None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import OsnetEdgeError
+from osnet_edge.errors import OsnetEdgeError
 
 # the random-init model is seeded so two exports without weights are the same file
 SEED = 0
@@ -90,13 +90,13 @@ def load_model(args):
     """The model to export, and whether its weights are real."""
     import torch
 
-    from ..models import build_model
+    from osnet_edge.models import build_model
 
     size = input_size_from(args)
     if args.weights:
         name = args.arch
         if name is None and args.width is None:
-            from ..checkpoint import read_checkpoint_meta
+            from osnet_edge.checkpoint import read_checkpoint_meta
 
             meta = read_checkpoint_meta(args.weights)
             if meta is None:  # a torchreid file carries no architecture: say which flag is needed
@@ -113,7 +113,7 @@ def load_model(args):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from . import INT8_WRITERS, PENDING, WRITERS, export_model
+        from osnet_edge.export import INT8_WRITERS, PENDING, WRITERS, export_model
 
         fmt = args.format.lower()
         # the formats and INT8 of later issues fail here, in one line, before any model is built
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
             raise OsnetEdgeError(PENDING.get(fmt) or f"unknown --format {args.format!r}; available: "
                                                      f"{', '.join(sorted(set(WRITERS) | set(PENDING)))}")
         if args.int8 and fmt not in INT8_WRITERS:
-            from .api import INT8_PENDING
+            from osnet_edge.export.api import INT8_PENDING
 
             raise OsnetEdgeError(INT8_PENDING if not INT8_WRITERS else
                                  f"--int8 is not available for --format {fmt} (only {', '.join(sorted(INT8_WRITERS))})")

@@ -26,7 +26,7 @@ MIN_RATIO = 1e-3  # channels quieter than this fraction of the layer's range (de
 
 def lite_pairs(model) -> list:
     """(conv1, conv2) of every Lite 3x3 layer: a linear 1x1 conv feeding a depthwise conv directly."""
-    from ..models.osnet import LightConv3x3
+    from osnet_edge.models.osnet import LightConv3x3
 
     return [(m.conv1, m.conv2) for m in model.modules() if isinstance(m, LightConv3x3)
             and m.conv2.groups == m.conv2.in_channels == m.conv1.out_channels]

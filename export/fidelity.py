@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError, InputError
+from osnet_edge.errors import ArtifactError, InputError
 
 DEFAULT_MIN_COSINE = 0.98
 DEFAULT_MIN_TOP1 = 0.90
@@ -140,7 +140,7 @@ def embedding_agreement(ref, test, k: int = 5) -> dict:
 
 def retrieval_metrics(q, g, q_pids, g_pids, q_camids, g_camids) -> dict:
     """mAP / rank-1 / rank-5 with the Market-1501 protocol (cosine distance on L2-normalised features)."""
-    from ..evaluation import evaluate_rank
+    from osnet_edge.evaluation import evaluate_rank
 
     dist = 1.0 - _unit(q) @ _unit(g).T
     cmc, mAP = evaluate_rank(dist, q_pids, g_pids, q_camids, g_camids)
@@ -155,15 +155,15 @@ def embedder_for(obj, meta=None, batch_size: int = 32):
     if hasattr(obj, "embed"):
         return obj.embed
     if isinstance(obj, (str, Path)):
-        from ..runtime import Embedder
+        from osnet_edge.runtime import Embedder
 
         return Embedder(obj, batch_size=batch_size).embed
     # a torch module: the same preprocessing and normalisation as the Embedder, without writing a file
     import torch
 
-    from ..checkpoint import model_meta
-    from ..preprocess import to_batch
-    from ..runtime.embedder import l2_normalize
+    from osnet_edge.checkpoint import model_meta
+    from osnet_edge.preprocess import to_batch
+    from osnet_edge.runtime.embedder import l2_normalize
 
     m = model_meta(obj)  # the model's own FP32 input (float_nchw), whatever the artifact's input format
     was_training = obj.training
@@ -194,7 +194,7 @@ def fidelity_report(reference, candidate, held_out, query=None, *, min_cosine: f
     held_out: a CropSet (osnet_edge.calibration) not used for calibration; with identities it is the gallery.
     query: a CropSet of queries with identities; then mAP and rank-1 of both are reported too.
     """
-    from ..calibration.sources import CropSet
+    from osnet_edge.calibration.sources import CropSet
 
     if not isinstance(held_out, CropSet):
         held_out = CropSet(list(held_out), "held-out crops")
@@ -253,7 +253,7 @@ def report_path(artifact) -> Path:
 
 def write_report(report: FidelityReport, path) -> Path:
     """Write the JSON atomically (temp file + rename)."""
-    from ..atomic import write_text
+    from osnet_edge.atomic import write_text
 
     return write_text(path, json.dumps(report.to_dict(), indent=2, default=_json_default))
 
@@ -314,7 +314,7 @@ def layer_errors(fp32_model, int8_model, batch: np.ndarray, types=_COMPARED_TYPE
     sample, mean over the batch), rel_err (||int8 - fp32|| / ||fp32||) and sqnr_db. The first layer where
     cosine drops or rel_err jumps is where the error enters.
     """
-    from ..deps import require
+    from osnet_edge.deps import require
 
     ov = require("openvino", "the per-layer INT8 comparison")
     core = ov.Core()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..metadata import ModelMeta
+from osnet_edge.metadata import ModelMeta
 
 
 class Uint8Input(nn.Module):

@@ -5,9 +5,9 @@ import io
 import warnings
 from pathlib import Path
 
-from ..deps import require
-from ..errors import ArtifactError, ModelConfigError
-from ..metadata import META_KEY, ModelMeta
+from osnet_edge.deps import require
+from osnet_edge.errors import ArtifactError, ModelConfigError
+from osnet_edge.metadata import META_KEY, ModelMeta
 
 MIN_OPSET = 17
 
@@ -21,8 +21,8 @@ def export_onnx(model, path, *, opset: int = 17, half: bool = False, meta: Model
     """
     onnx = require("onnx", "ONNX export")
     torch = require("torch", "ONNX export")
-    from ..checkpoint import model_meta
-    from .graph import INPUT_NAME, OUTPUT_NAME, example_input, traceable
+    from osnet_edge.checkpoint import model_meta
+    from osnet_edge.export.graph import INPUT_NAME, OUTPUT_NAME, example_input, traceable
 
     if int(opset) < MIN_OPSET:
         raise ModelConfigError(f"--opset {opset}: OSNet exports need opset >= {MIN_OPSET}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..deps import require
-from ..metadata import META_KEY, ModelMeta
+from osnet_edge.deps import require
+from osnet_edge.metadata import META_KEY, ModelMeta
 
 
 def export_openvino(model, path, *, half: bool = False, meta: ModelMeta | None = None,
@@ -20,14 +20,14 @@ def export_openvino(model, path, *, half: bool = False, meta: ModelMeta | None =
     """
     ov = require("openvino", "OpenVINO IR export")
     torch = require("torch", "OpenVINO IR export")
-    from ..checkpoint import model_meta
+    from osnet_edge.checkpoint import model_meta
 
     if meta is None:
         meta = model_meta(model, precision="fp16" if half else "fp32")
         if input_format:
             meta.input_format = input_format
     if via is None:
-        from ..deps import available
+        from osnet_edge.deps import available
 
         via = "onnx" if available("onnx") else "pytorch"
     if via == "onnx":
@@ -36,7 +36,7 @@ def export_openvino(model, path, *, half: bool = False, meta: ModelMeta | None =
         ov_model = _convert_pytorch(ov, torch, model, meta)
     else:
         raise ValueError(f"via must be 'onnx' or 'pytorch', got {via!r}")
-    from .graph import INPUT_NAME, OUTPUT_NAME
+    from osnet_edge.export.graph import INPUT_NAME, OUTPUT_NAME
 
     ov_model.inputs[0].get_tensor().set_names({INPUT_NAME[meta.input_format]})
     ov_model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
@@ -48,7 +48,7 @@ def export_openvino(model, path, *, half: bool = False, meta: ModelMeta | None =
 
 
 def _convert_pytorch(ov, torch, model, meta):
-    from .graph import example_input, traceable
+    from osnet_edge.export.graph import example_input, traceable
 
     module = traceable(model, meta)
     x = example_input(meta)
@@ -66,7 +66,7 @@ def _convert_pytorch(ov, torch, model, meta):
 def _convert_via_onnx(ov, model, meta, opset):
     import tempfile
 
-    from .onnx_writer import export_onnx
+    from osnet_edge.export.onnx_writer import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="osnet-edge-ov-") as d:
         # FP32 graph: OpenVINO compresses weights to FP16 itself at save time

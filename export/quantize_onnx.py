@@ -19,11 +19,11 @@ import tempfile
 from pathlib import Path
 
 
-from ..deps import require
-from ..errors import ModelConfigError
-from ..metadata import ModelMeta
-from . import fidelity as fid
-from .quantize_openvino import NO_CALIB, _with_precision, equalized, preflight
+from osnet_edge.deps import require
+from osnet_edge.errors import ModelConfigError
+from osnet_edge.metadata import ModelMeta
+from osnet_edge.export import fidelity as fid
+from osnet_edge.export.quantize_openvino import NO_CALIB, _with_precision, equalized, preflight
 
 CALIB_METHODS = ("minmax", "percentile", "entropy")
 ACTIVATION_SCHEMES = ("symmetric", "asymmetric")
@@ -112,8 +112,8 @@ def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int 
                     holdout=None, equalize: bool = False, activations: str = "symmetric", quiet: bool = False,
                     max_drop=None, **_options) -> list:
     """INT8 writer for export_model(..., fmt='onnx', int8=True): QDQ ONNX + fidelity JSON at the temporary stem."""
-    from ..calibration import sources
-    from .onnx_writer import _set_metadata, export_onnx
+    from osnet_edge.calibration import sources
+    from osnet_edge.export.onnx_writer import _set_metadata, export_onnx
 
     onnx = require("onnx", "ONNX INT8 export")
     if calib is None:
@@ -156,7 +156,7 @@ write_onnx_int8.preflight = preflight  # INT8 without --calib is refused before 
 
 
 def register() -> None:
-    from .api import register_writer
+    from osnet_edge.export.api import register_writer
 
     register_writer("onnx", write_onnx_int8, int8=True)
 

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..deps import require
-from ..errors import ModelConfigError
-from ..metadata import META_KEY, ModelMeta
-from . import fidelity as fid
+from osnet_edge.deps import require
+from osnet_edge.errors import ModelConfigError
+from osnet_edge.metadata import META_KEY, ModelMeta
+from osnet_edge.export import fidelity as fid
 
 RECIPES = ("reid", "nncf-default", "mixed")
 CALIB_BATCH = 1  # NNCF collects statistics per sample; batch 1 keeps them exact (no batch-wise approximation)
@@ -49,7 +49,7 @@ def fp32_ov_model(model, meta: ModelMeta):
     ov = require("openvino", "OpenVINO INT8 export")
     import tempfile
 
-    from .openvino_writer import export_openvino
+    from osnet_edge.export.openvino_writer import export_openvino
 
     with tempfile.TemporaryDirectory(prefix="osnet_int8_") as d:
         xml = export_openvino(model, Path(d) / "fp32.xml", meta=_with_precision(meta, "fp32"))[0]
@@ -155,7 +155,7 @@ class CropBatch(np.ndarray):
 
 
 def _batches(crops, meta, bs):
-    from ..preprocess import to_batch
+    from osnet_edge.preprocess import to_batch
 
     for s in range(0, len(crops), bs):
         yield to_batch(crops[s:s + bs], meta.input_size, meta.mean, meta.std, meta.color_order, meta.input_format)
@@ -200,8 +200,8 @@ def equalized(model, calib, enabled: bool = False) -> tuple:
     (export/equalize.py), exact in FP32; the caller keeps the original as the fidelity reference."""
     if not enabled:
         return model, {"equalization": None}
-    from ..checkpoint import model_meta
-    from .equalize import equalize
+    from osnet_edge.checkpoint import model_meta
+    from osnet_edge.export.equalize import equalize
 
     eq, stats = equalize(model, calib.batches(model_meta(model), 32))
     return eq, {"equalization": stats}
@@ -224,7 +224,7 @@ def write_openvino_int8(model, tmp_path, meta: ModelMeta, *, calib=None, max_dro
     calibration). Refuses (FidelityError, nothing kept) when the held-out report fails its gates.
     """
     ov = require("openvino", "OpenVINO INT8 export")
-    from ..calibration import sources
+    from osnet_edge.calibration import sources
 
     if calib is None:
         raise ModelConfigError(NO_CALIB)
@@ -280,7 +280,7 @@ NO_CALIB = ("INT8 needs calibration crops: pass --calib SOURCE (a folder of pers
 
 
 def register() -> None:
-    from .api import SUFFIXES, register_writer
+    from osnet_edge.export.api import SUFFIXES, register_writer
 
     register_writer("openvino", write_openvino_int8, None if "openvino" in SUFFIXES else ".xml", int8=True)
 
@@ -293,8 +293,8 @@ def demo_int8(workdir, model=None, n_calib: int = 300, seed: int = 0):
 
     The demo model and crops are not re-ID-trained/real: the report is printed with that caveat.
     """
-    from ..models import build_model
-    from .api import export_model
+    from osnet_edge.models import build_model
+    from osnet_edge.export.api import export_model
 
     register()
     model = model or build_model("osnet_x0_25")

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError, ModelConfigError
-from ..metadata import ModelMeta
-from ..runtime.tensorrt_common import (GPU, cuda_call, engine_facts, import_cudart, import_tensorrt, write_sidecar)
+from osnet_edge.errors import ArtifactError, ModelConfigError
+from osnet_edge.metadata import ModelMeta
+from osnet_edge.runtime.tensorrt_common import (GPU, cuda_call, engine_facts, import_cudart, import_tensorrt, write_sidecar)
 
 CALIB_METHODS = ("entropy", "minmax")
 DEFAULT_CALIB_BATCH = 32
@@ -99,7 +99,7 @@ def timing_cache_file(gpu: GPU, trt_version: str, directory=None) -> Path:
 
 def onnx_facts(onnx_path) -> dict:
     """What the build needs to know about the ONNX graph: InstanceNorm present, explicit Q/DQ present."""
-    from ..deps import require
+    from osnet_edge.deps import require
 
     onnx = require("onnx", "reading the ONNX graph before the TensorRT build")
     proto = onnx.load(str(onnx_path), load_external_data=False)
@@ -135,9 +135,9 @@ def load_calibration(calib, meta: ModelMeta, batch_size: int = DEFAULT_CALIB_BAT
         raise ModelConfigError("INT8 TensorRT engines need calibration crops: --calib SOURCE (a folder of person "
                                "crops, market1501:ROOT, mot:VIDEO,BOXES.txt), or a --calib-cache from an earlier build")
     try:
-        from ..calibration import load_source
+        from osnet_edge.calibration import load_source
     except ImportError:
-        from ..calibration.sources import load_source
+        from osnet_edge.calibration.sources import load_source
     cropset = load_source(calib, progress=progress)
     cropset.check_size(min(batch_size, DEFAULT_CALIB_BATCH))
     return CalibrationFeeder(cropset, meta, batch_size)
@@ -301,7 +301,7 @@ def _pin_fp32(trt, network) -> int:
 
 
 def _atomic_write(path: Path, data: bytes):
-    from ..atomic import write_bytes
+    from osnet_edge.atomic import write_bytes
 
     write_bytes(path, data)
 
@@ -457,7 +457,7 @@ def write_trt(model, tmp_path, meta: ModelMeta, *, opset: int = 17, max_batch: i
     onnx_tmp = tmp_path.with_name(tmp_path.stem + ".src.onnx")  # own stem: its by-products are swept below
     try:
         if meta.precision == "int8" and qdq:
-            from .api import INT8_WRITERS
+            from osnet_edge.export.api import INT8_WRITERS
 
             if "onnx" not in INT8_WRITERS:
                 raise ModelConfigError("--qdq needs the INT8 ONNX (Q/DQ) writer, which this build lacks; "
@@ -467,7 +467,7 @@ def write_trt(model, tmp_path, meta: ModelMeta, *, opset: int = 17, max_batch: i
                                  half=False, int8=True, **passthrough)
             calib = None  # the scales are in the graph
         else:
-            from .onnx_writer import export_onnx
+            from osnet_edge.export.onnx_writer import export_onnx
 
             export_onnx(model, onnx_tmp, opset=opset, half=False, meta=meta)
         return build_engine(onnx_tmp, tmp_path, meta, max_batch=max_batch, calib=calib, **_build_kwargs(options))
@@ -486,8 +486,8 @@ def write_trt_int8(model, tmp_path, meta: ModelMeta, *, calib=None, calib_size: 
         raise ModelConfigError("TensorRT's explicit quantization takes symmetric INT8 activations only; "
                                "drop --int8-activations")
     import_tensorrt("TensorRT INT8 export", options.get("device"))
-    from ..calibration import sources
-    from . import fidelity as fid
+    from osnet_edge.calibration import sources
+    from osnet_edge.export import fidelity as fid
 
     if calib is None:
         load_calibration(None, meta)  # the message that says what to pass
@@ -555,8 +555,8 @@ def engine_from_onnx(onnx_path, output=None, *, half: bool = False, int8: bool =
     """
     import secrets
 
-    from .api import PARITY_THRESHOLDS, VerificationError
-    from .onnx_writer import read_onnx_meta
+    from osnet_edge.export.api import PARITY_THRESHOLDS, VerificationError
+    from osnet_edge.export.onnx_writer import read_onnx_meta
 
     import_tensorrt("TensorRT engines", options.get("device"))
     onnx_path = Path(onnx_path)
@@ -575,8 +575,8 @@ def engine_from_onnx(onnx_path, output=None, *, half: bool = False, int8: bool =
         written = build_engine(onnx_path, tmp, meta, max_batch=max_batch, calib=calib, quiet=quiet,
                                **_build_kwargs(options))
         if verify:
-            from ..runtime.embedder import Embedder
-            from ..synthetic import synthetic_crops
+            from osnet_edge.runtime.embedder import Embedder
+            from osnet_edge.synthetic import synthetic_crops
 
             need = PARITY_THRESHOLDS[meta.precision]
             with Embedder(str(onnx_path), device="cpu") as ref, Embedder(str(tmp)) as eng:
@@ -624,7 +624,7 @@ write_trt.verify_batches = write_trt_int8.verify_batches = verify_batches
 
 
 def register():
-    from .api import register_writer
+    from osnet_edge.export.api import register_writer
 
     register_writer("trt", write_trt, ".engine")
     register_writer("trt", write_trt_int8, int8=True)

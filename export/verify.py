@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from ..errors import ArtifactError
+from osnet_edge.errors import ArtifactError
 
 DEFAULT_BATCHES = (1, 33)
 
@@ -20,9 +20,9 @@ def reference_embeddings(model, crops) -> np.ndarray:
     """L2-normalised PyTorch embeddings of crops (eval mode, FP32, the model's own device)."""
     import torch
 
-    from ..checkpoint import model_meta
-    from ..preprocess import to_batch
-    from ..runtime.embedder import l2_normalize
+    from osnet_edge.checkpoint import model_meta
+    from osnet_edge.preprocess import to_batch
+    from osnet_edge.runtime.embedder import l2_normalize
 
     meta = model_meta(model)
     x = to_batch(crops, meta.input_size, meta.mean, meta.std, meta.color_order, "float_nchw")
@@ -54,13 +54,13 @@ def verify_artifact(path, model, crops=None, batch_sizes=DEFAULT_BATCHES, device
     overall figures are the min / mean over every compared crop. Raises ArtifactError if the artifact's
     metadata does not describe this model (other input size or feature size).
     """
-    from ..runtime import Embedder
+    from osnet_edge.runtime import Embedder
 
     sizes = tuple(int(b) for b in batch_sizes)
     if not sizes or min(sizes) < 1:
         raise ValueError(f"batch_sizes must be positive, got {batch_sizes}")
     if crops is None:
-        from ..synthetic import synthetic_crops
+        from osnet_edge.synthetic import synthetic_crops
 
         crops = synthetic_crops(max(sizes), seed=0)
     if len(crops) < max(sizes):

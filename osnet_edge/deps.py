@@ -6,11 +6,12 @@ from .errors import MissingDependencyError
 # module -> (pip extra, what it is for)
 _EXTRAS = {
     "torch": ("train", "PyTorch models, training and export"),
-    "onnx": ("onnx", "ONNX export"),
+    "onnx": ("export", "ONNX export"),
+    "onnxscript": ("export", "ONNX export (torch's dynamo exporter)"),
     "onnxruntime": ("onnx", "the ONNX Runtime backend"),
-    "onnxslim": ("onnx", "ONNX graph simplification"),
+    "onnxslim": ("export", "ONNX graph simplification"),
     "openvino": ("openvino", "the OpenVINO backend and IR export"),
-    "nncf": ("openvino", "OpenVINO INT8 quantization"),
+    "nncf": ("export", "INT8 quantization"),
     "tensorrt": ("tensorrt", "TensorRT engines"),
     "cuda": ("tensorrt", "the TensorRT runtime (cuda-python)"),
     "cv2": ("runtime", "image resizing"),

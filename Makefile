@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 # reference implementation for parity tests (sdist, read as files, never imported as a package)
 TORCHREID_SDIST := .cache/torchreid-0.2.5.tar.gz
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean check-tensorrt
 
 $(VENV)/.installed: setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,23 @@ demo: venv
 
 test: venv $(TORCHREID_SDIST)
 	$(PY) -m pytest -q -ra tests
+
+# The REAL tensorrt / cuda-python Python modules, one virtualenv per release under .cache/tensorrt-api/ (no torch):
+# their APIs are snapshotted into tests/data/tensorrt_api/ and the project's calls and test stand-ins checked
+# against them (tests/test_tensorrt_api.py). Not part of `make test`, which reads the committed snapshots.
+TRT_API_RELEASES := 10.0.1:cuda-bindings==12.9.4 10.16.1.11:cuda-bindings==12.9.4 11.4.0.106:cuda-bindings==13.5.0
+check-tensorrt: venv
+	@echo "check-tensorrt: per TensorRT release ($(TRT_API_RELEASES)) a virtualenv in .cache/tensorrt-api/<release>"
+	@echo "  downloads, once: tensorrt-cu12-bindings (1.1-1.3 MB), cuda-bindings (8-12 MB), numpy (17 MB), pytest (2 MB):"
+	@echo "  ~30 MB per release, 150-225 MB on disk each; ~2 min the first time, ~1 min after. NOT tensorrt-cu12-libs"
+	@echo "  (2-3 GB, served by pypi.nvidia.com only): the bindings' 10 C entry points are stubbed (tests/tensorrt_api_env.sh)."
+	@set -e; for spec in $(TRT_API_RELEASES); do \
+	  trt=$${spec%%:*}; cuda=$${spec#*:}; env=.cache/tensorrt-api/$$trt; \
+	  PYTHON=$(PYTHON) sh tests/tensorrt_api_env.sh $$env $$trt $$cuda; \
+	  $$env/bin/python tests/tensorrt_api_snapshot.py tests/data/tensorrt_api; \
+	  OSNET_EDGE_LIVE_TENSORRT=1 $$env/bin/python -m pytest -q -p no:cacheprovider tests/test_tensorrt_api.py -k live; \
+	done
+	$(PY) -m pytest -q tests/test_tensorrt_api.py tests/test_tensorrt_fake.py tests/test_tensorrt.py
 
 clean:
 	rm -rf $(VENV) .cache demo_out

@@ -23,9 +23,11 @@ extras = {
     # JetPack ships TensorRT on a Jetson (aarch64): the desktop wheel only on x86-64 Linux/Windows
     # (Windows says AMD64). cuda-python is thin bindings that load the system's CUDA, so a Jetson
     # takes it from the registry too; no TensorRT/CUDA wheels exist for macOS.
-    "tensorrt": ['tensorrt>=10.0; (platform_machine == "x86_64" or platform_machine == "AMD64") '
+    # TensorRT 10.x and 11.x: the versions whose real Python API tests/test_tensorrt_api.py checks the code
+    # against (`make check-tensorrt`); a new major is admitted once it has a snapshot there.
+    "tensorrt": ['tensorrt>=10.0,<12; (platform_machine == "x86_64" or platform_machine == "AMD64") '
                  'and sys_platform != "darwin"',
-                 'cuda-python>=12.0; sys_platform != "darwin"'],
+                 'cuda-python>=12.0,<14; sys_platform != "darwin"'],
     "train": ["torch>=2.1"],
     "bench": ["matplotlib>=3.7", "psutil>=5.9"],
     "dev": ["pytest>=8"],
@@ -57,6 +59,7 @@ setup(
             "osnet-bench=osnet_edge.benchmarks.cli:main",
             "osnet-train=osnet_edge.training.cli:train_main",
             "osnet-eval=osnet_edge.training.cli:eval_main",
+            "osnet-crops=osnet_edge.calibration.crops_cli:main",
         ]
     },
 )

@@ -61,7 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for every backend and the PyTorch baseline (default: the backends' own)")
     p.add_argument("--device", default=None, help="backend device (cpu, cuda, CPU, GPU, ...); default: best available")
     p.add_argument("--modes", default="model,e2e", help="model (pre-made tensors), e2e (uint8 crops), or both")
-    p.add_argument("--no-baseline", action="store_true", help="skip the PyTorch eager FP32 baseline")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the PyTorch eager FP32 baseline (skipped anyway where torch is not installed)")
+    p.add_argument("--exec-precision", choices=("bf16", "fp16", "fp32"), default=None,
+                   help="execute below the artifacts' declared precision, e.g. bf16 on an AVX-512 BF16/AMX CPU "
+                        "(OpenVINO IRs); each artifact must first keep min cosine >= 0.99 (bf16) / 0.999 (fp16) "
+                        "against its declared precision. Default: what each artifact declares")
     p.add_argument("--no-probe", action="store_true", help="skip the matmul peak probe")
     p.add_argument("--profile", action="store_true",
                    help="after timing, show per-operator time of each artifact at the largest batch "
@@ -101,7 +106,7 @@ def _settings(args):
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     return Settings(batches=parse_int_list(args.batch or default_batch), seconds=args.seconds or 2.0,
                     iters=args.iters, warmup=args.warmup, rounds=max(1, args.rounds), threads=args.threads, device=args.device,
-                    baseline=not args.no_baseline, modes=modes)
+                    baseline=not args.no_baseline, modes=modes, precision=args.exec_precision)
 
 
 def _check_sweep_args(args):
@@ -147,9 +152,15 @@ def _main(args) -> int:
     from osnet_edge.benchmarks.runner import check_artifact
 
     paths = [check_artifact(a) for a in args.artifacts]  # every bad path before any timing starts
-    from osnet_edge.deps import require
+    from osnet_edge.deps import available, require
 
-    require("torch", "osnet-bench (Mult-Adds and the PyTorch eager baseline)")
+    if args.sweep:
+        require("torch", "osnet-bench --sweep (building and exporting the grid)")
+    elif settings.baseline and not available("torch"):
+        # a camera-end box: time the artifacts alone, Mult-Adds from their metadata
+        print("note: torch is not installed: no PyTorch eager baseline (x eager left empty); params and "
+              "Mult-Adds come from the artifacts' metadata", file=sys.stderr)
+        settings.baseline = False
     if args.plot:
         require("matplotlib", "osnet-bench --plot")
     return _run(args, settings, paths, sweep_args)
@@ -203,7 +214,8 @@ def _run(args, settings, paths, sweep_args) -> int:
         try:
             for path in paths:
                 print(f"profiling {path.name} ...", file=sys.stderr)
-                prof = profile_artifact(path, batch_size=max(settings.batches), threads=settings.threads)
+                prof = profile_artifact(path, batch_size=max(settings.batches), threads=settings.threads,
+                                        precision=settings.precision)
                 profiles.append(prof)
         except KeyboardInterrupt:
             interrupted = True

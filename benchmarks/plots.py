@@ -1,4 +1,4 @@
-"""PNG plots beside the JSON: throughput / speed-up of a run, and the β x ρ Pareto plot of a sweep."""
+"""PNG plots beside the JSON: throughput, speed-up and latency of a run, and the β x ρ Pareto plot of a sweep."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,40 +26,87 @@ def _save(fig, path) -> Path:
     return path
 
 
-def plot_run(rows, path, title="osnet-bench") -> Path:
-    """Two panels per mode (model only, end to end): crops/s per batch size, one bar per artifact.
+_MODE_TITLES = {"model": "model only (pre-made tensors)", "e2e": "end to end (uint8 crops -> embeddings)"}
 
-    Bars carry the speed-up over PyTorch eager: the ratio is what survives a noisy machine.
-    """
+
+def _row_of(rows, name, mode, batch):
+    return next((r for r in rows if r["artifact"] == name and r["mode"] == mode and r["batch"] == batch), None)
+
+
+def _value(v) -> str:
+    """Three significant digits, no exponent for the ranges benchmarks give (0.05 ms .. 99999 crops/s)."""
+    return f"{v:.3g}" if v < 1000 else f"{v:.0f}"
+
+
+def run_figure(rows, title="osnet-bench"):
+    """The figure of plot_run: columns = modes (model only, end to end); top row throughput (crops/s,
+    value and speed-up over PyTorch eager on each bar), bottom row latency per batch call (bar = p50,
+    whisker up to p99, both values on the bar). Groups = batch sizes, one bar per artifact, one colour
+    per artifact throughout, eager baselines hatched; one legend for the whole figure."""
     plt = _plt()
     modes = [m for m in ("model", "e2e") if any(r["mode"] == m for r in rows)]
     batches = sorted({r["batch"] for r in rows})
     names = list(dict.fromkeys(r["artifact"] for r in rows))
-    fig, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 4.5), squeeze=False)
+    baseline = {r["artifact"] for r in rows if r.get("baseline")}
     width = 0.8 / max(1, len(names))
-    for ax, mode in zip(axes[0], modes):
+    panel_w = max(5.5, 1.2 + 0.42 * len(names) * len(batches))  # ~0.4 in per bar keeps rotated labels apart
+    fig, axes = plt.subplots(2, len(modes), figsize=(panel_w * len(modes), 9.0), squeeze=False)
+    handles = {}
+    for col, mode in enumerate(modes):
+        ax_t, ax_l = axes[0][col], axes[1][col]
+        top_t, top_l = 0.0, 0.0
         for i, name in enumerate(names):
-            xs, ys, labels = [], [], []
+            style = dict(color=f"C{i % 10}", edgecolor="black", linewidth=0.4,
+                         hatch="//" if name in baseline else None)
             for j, b in enumerate(batches):
-                r = next((r for r in rows if r["artifact"] == name and r["mode"] == mode and r["batch"] == b), None)
+                r = _row_of(rows, name, mode, b)
                 if r is None:
                     continue
-                xs.append(j + (i - (len(names) - 1) / 2) * width)
-                ys.append(r["throughput"])
-                labels.append("" if r.get("speedup") is None or r.get("baseline") else f"{r['speedup']:.1f}x")
-            bars = ax.bar(xs, ys, width, label=name)
-            for bar, text in zip(bars, labels):
-                if text:
-                    ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
-                                va="bottom", fontsize=7)
-        ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
-        ax.set_yscale("log")  # x0_25 and x1_0 differ by ~10x; a linear axis flattens the slow rows
-        ax.set_ylabel("crops / s, log scale (higher is better)")
-        ax.set_title({"model": "model only (pre-made tensors)", "e2e": "end to end (uint8 crops -> embeddings)"}[mode])
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="upper left")
+                x = j + (i - (len(names) - 1) / 2) * width
+                thr = r["throughput"]
+                bar = ax_t.bar(x, thr, width, label=name, **style)
+                handles.setdefault(name, bar)
+                text = _value(thr)
+                if r.get("speedup") is not None and not r.get("baseline"):
+                    text += f"  {r['speedup']:.1f}x"
+                ax_t.annotate(text, (x, thr), textcoords="offset points", xytext=(0, 2), ha="center", va="bottom",
+                              rotation=90, fontsize=7)
+                top_t = max(top_t, thr)
+                p50, p99 = r.get("p50_ms"), r.get("p99_ms")
+                if p50 is None:
+                    continue
+                ax_l.bar(x, p50, width, **style)
+                if p99 is not None and p99 > p50:
+                    ax_l.errorbar(x, p50, yerr=[[0], [p99 - p50]], fmt="none", ecolor="black", elinewidth=0.8,
+                                  capsize=2)
+                peak = max(p50, p99 or p50)
+                ax_l.annotate(f"{_value(p50)} / {_value(p99)}" if p99 is not None else _value(p50), (x, peak),
+                              textcoords="offset points", xytext=(0, 2), ha="center", va="bottom", rotation=90,
+                              fontsize=7)
+                top_l = max(top_l, peak)
+        for ax, top in ((ax_t, top_t), (ax_l, top_l)):
+            ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+            ax.set_yscale("log")  # x0_25 and x1_0, batch 1 and 32 differ by ~10x; a linear axis flattens them
+            if top > 0:
+                ax.set_ylim(top=top * 30)  # headroom for the rotated value labels on a log axis
+            ax.grid(axis="y", alpha=0.3)
+        ax_t.set_ylabel("throughput, crops / s (higher is better)\nlabels: value, speed-up over eager", fontsize=9)
+        ax_l.set_ylabel("latency per batch call, ms (lower is better)\nlabels: p50 / p99", fontsize=9)
+        ax_t.set_title(_MODE_TITLES[mode], fontsize=10)
+        ax_l.set_title("latency: bar p50, whisker up to p99", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    fig.tight_layout()
+    fig.legend(list(handles.values()), list(handles), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(len(handles), 3), fontsize=8, frameon=False,
+               title="hatched: PyTorch eager FP32 baseline" if baseline else None, title_fontsize=8)
+    return fig
+
+
+def plot_run(rows, path, title="osnet-bench") -> Path:
+    """Throughput and latency (p50 / p99 per batch call) per mode, batch size and artifact, values on the
+    bars, one legend (see run_figure). The speed-up over PyTorch eager is printed on each bar: the ratio
+    is what survives a noisy machine."""
+    return _save(run_figure(rows, title), path)
 
 
 def pareto_front(points):

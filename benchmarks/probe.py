@@ -85,10 +85,27 @@ def machine_info() -> dict:
         "physical_cores": _physical_cores(),
         "usable_cores": affinity,
         "flags": [f for f in INTERESTING_FLAGS if f in flags],
+        "isa_class": isa_class(flags),
         "os": platform.platform(),
         "python": platform.python_version(),
         "libraries": _versions(),
     }
+
+
+def isa_class(flags) -> str:
+    """The instruction-set class results are quoted for: 'AVX2', 'AVX-512 VNNI BF16', 'AVX-512 AMX', 'NEON'..."""
+    f = set(flags)
+    if "avx512f" in f:
+        parts = ["AVX-512"] + [name for name, flag in (("VNNI", "avx512_vnni"), ("BF16", "avx512_bf16"),
+                                                      ("AMX", "amx_tile")) if flag in f]
+    elif "avx2" in f:
+        parts = ["AVX2"] + (["VNNI"] if "avx_vnni" in f else [])
+    elif "asimd" in f:
+        parts = ["NEON"] + [name for name, flag in (("dot", "asimddp"), ("fp16", "asimdhp"), ("i8mm", "i8mm"),
+                                                    ("BF16", "bf16")) if flag in f]
+    else:
+        parts = ["baseline x86" if "sse4_2" in f else "unknown ISA"]
+    return " ".join(parts)
 
 
 def _torch_threads(threads):
@@ -146,4 +163,4 @@ def matmul_peak(n: int = 2048, seconds: float = 2.0, threads: int | None = None)
             best = min(best, time.perf_counter() - t0)
             reps += 1
     return {"gflops": round(flops / best / 1e9, 2), "n": n, "dtype": "float32", "library": library,
-            "threads": used_threads, "reps": reps, "best_ms": round(best * 1e3, 3)}
+            "threads": used_threads, "reps": reps, "best_ms": float(f"{best * 1e3:.6g}")}

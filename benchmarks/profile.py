@@ -77,11 +77,14 @@ def _profile_onnx(path, batch, iters, threads):
     return items, f"onnxruntime {ort.__version__} session profiling"
 
 
-def _profile_openvino(path, batch, iters, threads):
+def _profile_openvino(path, batch, iters, threads, declared="fp32", precision=None):
     import openvino as ov
 
+    from osnet_edge.runtime.openvino_backend import precision_config
+
     core = ov.Core()
-    cfg = {"PERF_COUNT": "YES"}
+    # the precision the timings ran at, not the plugin's bf16 default
+    cfg = {"PERF_COUNT": "YES", **precision_config(core, "CPU", declared, precision)}
     if threads:
         cfg["INFERENCE_NUM_THREADS"] = int(threads)
     model = core.read_model(str(path))
@@ -106,13 +109,12 @@ def _profile_torch(path, batch, iters, threads):
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from osnet_edge.benchmarks.probe import _torch_threads
     from osnet_edge.models import build_model
 
-    if threads:
-        torch.set_num_threads(int(threads))
     model = build_model(weights=str(path)).eval()
     x = torch.from_numpy(batch)
-    with torch.inference_mode():
+    with torch.inference_mode(), _torch_threads(threads):
         model(x)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(iters):
@@ -122,7 +124,7 @@ def _profile_torch(path, batch, iters, threads):
     return items, f"torch {torch.__version__} profiler (self CPU time per aten op)"
 
 
-def profile_artifact(path, batch_size=32, iters=5, threads=None, crops=None) -> dict:
+def profile_artifact(path, batch_size=32, iters=5, threads=None, crops=None, precision=None) -> dict:
     """Per-operator time for one batch of `batch_size` made by the ONE preprocessing of the artifact."""
     from osnet_edge.runtime import Embedder
     from osnet_edge.benchmarks.runner import bench_crops
@@ -132,19 +134,21 @@ def profile_artifact(path, batch_size=32, iters=5, threads=None, crops=None) -> 
     fn = {".onnx": _profile_onnx, ".xml": _profile_openvino, ".pt": _profile_torch, ".pth": _profile_torch}.get(suffix)
     if fn is None:
         raise ArtifactError(f"--profile supports .onnx, .xml and .pt/.pth artifacts, not {suffix!r} ({path})")
-    with Embedder(path, device="cpu", threads=threads) as emb:
+    with Embedder(path, device="cpu", threads=threads, precision=precision) as emb:
         batch = np.ascontiguousarray(emb.preprocess(crops if crops is not None else bench_crops(batch_size)))
-        meta = emb.meta
-    items, source = fn(path, batch, iters, threads)
+        meta, executes = emb.meta, emb.execution_precision
+    extra = {"declared": meta.precision, "precision": precision} if fn is _profile_openvino else {}
+    items, source = fn(path, batch, iters, threads, **extra)
     out = _aggregate(items)
     out.update(artifact=str(path), arch=meta.arch, input_size=list(meta.input_size), precision=meta.precision,
+               executes=executes,
                batch=int(batch.shape[0]), iters=iters, threads=threads, source=source)
     return out
 
 
 def format_profile(p: dict, top: int = 12) -> str:
     lines = [f"profile of {Path(p['artifact']).name} ({p['arch']} {p['input_size'][0]}x{p['input_size'][1]} "
-             f"{p['precision']}, batch {p['batch']}, {p['source']}): {p['total_ms']:.2f} ms of operator time per batch",
+             f"{p['precision']} executing {p.get('executes', p['precision'])}, batch {p['batch']}, {p['source']}): {p['total_ms']:.2f} ms of operator time per batch",
              f"  {'op type':<28} {'nodes':>5} {'ms':>9} {'share':>7}"]
     for r in p["by_op_type"][:top]:
         lines.append(f"  {r['op']:<28} {r['nodes']:>5} {r['ms']:>9.3f} {100 * r['share']:>6.1f}%")

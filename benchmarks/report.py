@@ -26,6 +26,7 @@ _CELLS = {
     "rho": (5, lambda r: "-" if r.get("rho") is None else str(r["rho"])),
     "backend": (13, lambda r: r["backend"]),
     "prec": (4, lambda r: r["precision"]),
+    "exec": (4, lambda r: r.get("executes") or r["precision"]),
     "input": (7, lambda r: f"{r['input_size'][0]}x{r['input_size'][1]}"),
     "batch": (5, lambda r: str(r["batch"])),
     "mode": (5, lambda r: r["mode"]),
@@ -47,9 +48,9 @@ def _columns(*headers):
     return tuple((h, *_CELLS[h]) for h in headers)
 
 
-COLUMNS = _columns("artifact", "backend", "prec", "input", "batch", "mode", "p50 ms", "p90 ms", "p99 ms",
+COLUMNS = _columns("artifact", "backend", "prec", "exec", "input", "batch", "mode", "p50 ms", "p90 ms", "p99 ms",
                    "crops/s", "x eager", "params", "MAdds", "GFLOP/s", "%peak")
-SWEEP_COLUMNS = _columns("beta", "rho", "backend", "prec", "input", "mode", "batch", "p50 ms", "p99 ms", "crops/s",
+SWEEP_COLUMNS = _columns("beta", "rho", "backend", "prec", "exec", "input", "mode", "batch", "p50 ms", "p99 ms", "crops/s",
                          "x eager", "params", "MAdds", "paper", "GFLOP/s", "%peak", "R1")
 
 
@@ -73,8 +74,9 @@ def format_table(rows, columns=COLUMNS) -> str:
 
 def format_machine(machine: dict, probe: dict | None, load_start=None) -> str:
     libs = ", ".join(f"{k} {v}" for k, v in machine.get("libraries", {}).items())
-    lines = [f"machine: {machine['cpu']} ({machine['arch']}), {machine['usable_cores']} usable cores "
-             f"({machine.get('physical_cores') or '?'} physical), flags: {' '.join(machine['flags']) or '-'}",
+    lines = [f"machine: {machine['cpu']} ({machine['arch']}, {machine.get('isa_class', '?')}), "
+             f"{machine['usable_cores']} usable cores ({machine.get('physical_cores') or '?'} physical), "
+             f"flags: {' '.join(machine['flags']) or '-'}",
              f"libraries: {libs}"]
     if probe:
         lines.append(f"matmul probe: {probe['gflops']:.1f} GFLOP/s float32 ({probe['n']}x{probe['n']}, "

@@ -63,9 +63,14 @@ class Complexity:
 
 
 def complexity_of(meta) -> Complexity:
-    """Params and Mult-Adds at the artifact's input size, from the architecture its metadata names."""
+    """Params and Mult-Adds at the artifact's input size: counted on the architecture its metadata names, or,
+    without torch (a camera-end box), as the exporter recorded them in the metadata."""
     if meta is None or meta.arch == "unknown":
         return Complexity(None, None)
+    from osnet_edge.deps import available
+
+    if not available("torch"):
+        return Complexity(meta.extra.get("params"), meta.extra.get("mult_adds"))
     from osnet_edge.complexity import complexity  # the function: `from .. import complexity` can yield the submodule
     from osnet_edge.models import build_model
 
@@ -86,6 +91,7 @@ class Settings:
     baseline: bool = True
     modes: tuple = MODES
     peak_gflops: float | None = None  # the machine probe's, for the peak fraction
+    precision: str | None = None  # explicit execution precision (e.g. "bf16"); None: what each artifact declares
 
     def timing_kwargs(self) -> dict:
         return {"warmup": self.warmup, "iters": self.iters, "seconds": None if self.iters else self.seconds,
@@ -99,7 +105,8 @@ def _row(name, emb, cx: Complexity, mode, timing, settings: Settings, baseline=F
     row = {
         "artifact": name, "path": str(emb.backend.path), "backend": "pytorch-eager" if baseline else emb.backend.name,
         "device": emb.backend.describe(), "arch": m.arch, "width": m.width, "input_size": list(m.input_size),
-        "precision": m.precision, "input_format": m.input_format, "baseline": baseline,
+        "precision": m.precision, "executes": emb.execution_precision, "input_format": m.input_format,
+        "baseline": baseline,
         "batch": timing.batch, "mode": mode, **timing.to_dict(),
         "params": cx.params, "mult_adds": cx.mult_adds,
         "gflops": float(f"{gflops:.4g}") if gflops is not None else None,
@@ -113,7 +120,7 @@ def _row(name, emb, cx: Complexity, mode, timing, settings: Settings, baseline=F
 def open_embedder(path, settings: Settings) -> Embedder:
     """Open an artifact; a backend's own exception still becomes one line naming the file."""
     try:
-        emb = Embedder(path, device=settings.device, threads=settings.threads)
+        emb = Embedder(path, device=settings.device, threads=settings.threads, precision=settings.precision)
     except OsnetEdgeError:
         raise
     except Exception as exc:
@@ -210,6 +217,11 @@ class Bench:
                 self._step(f"opening {Path(path).name}")
                 emb = open_embedder(path, self.s)
                 opened.append(emb)
+                # a reduced execution precision (--exec-precision bf16) is timed only once it passed its own
+                # gate against the artifact's declared precision, on crops other than the timed ones
+                cos = emb.check_precision(bench_crops(max(self.s.batches), seed=1))
+                if cos < 1.0:
+                    extra = {**extra, "precision_min_cos": round(cos, 6)}
                 key = (emb.meta.arch, tuple(emb.meta.input_size))
                 if emb.meta.arch == "unknown":
                     key = ("unknown", str(path))

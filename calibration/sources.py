@@ -206,8 +206,41 @@ def read_mot_boxes(path, min_side: int = MIN_BOX_SIDE) -> np.ndarray:
     return np.asarray(rows, np.float64)
 
 
+class VideoEnded(CalibrationError):
+    """A video that has fewer frames than asked for."""
+
+
 def _frame_reader(video):
     """A function frame_no (1-based, increasing) -> BGR frame, for a video file or a folder of frame images."""
+    read, close, _ = _open_frames(video)
+    return read, close
+
+
+def iter_frames(video):
+    """(frame_no, BGR frame) for every frame of a video file (1-based) or a frame folder (the number in
+    each file name), in order. The same reading as mot:VIDEO,BOXES calibration."""
+    read, close, numbers = _open_frames(video)
+    try:
+        if numbers is not None:
+            for no in numbers:
+                yield no, read(no)
+            return
+        no = 1
+        while True:
+            try:
+                frame = read(no)
+            except VideoEnded:
+                if no == 1:
+                    raise CalibrationError(f"video {video} holds no decodable frame") from None
+                return
+            yield no, frame
+            no += 1
+    finally:
+        close()
+
+
+def _open_frames(video):
+    """(read, close, frame numbers of a folder or None for a video); see _frame_reader."""
     from osnet_edge.deps import require
 
     cv2 = require("cv2", "reading calibration video")
@@ -228,7 +261,7 @@ def _frame_reader(video):
                 raise CalibrationError(f"frame {int(no)} of {video} is missing or unreadable")
             return img
 
-        return read, lambda: None
+        return read, lambda: None, sorted(by_no)
     if not video.is_file():
         raise CalibrationError(f"video {video} not found")
     cap = cv2.VideoCapture(str(video))
@@ -241,12 +274,12 @@ def _frame_reader(video):
         while state["pos"] < no:  # sequential decoding: seeking is unreliable in many codecs
             ok, frame = cap.read()
             if not ok:
-                raise CalibrationError(f"video {video} ended at frame {state['pos']} but the boxes ask for frame {no}")
+                raise VideoEnded(f"video {video} ended at frame {state['pos']} but the boxes ask for frame {no}")
             state["pos"] += 1
             state["frame"] = frame
         return state["frame"]
 
-    return read, cap.release
+    return read, cap.release, None
 
 
 def from_mot(video, boxes, n: int = DEFAULT_SIZE, seed: int = 0, progress: bool = True) -> CropSet:

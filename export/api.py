@@ -78,6 +78,7 @@ class ExportResult:
             f"  precision: {m.precision}   input: {m.input_size[0]}x{m.input_size[1]} {m.input_format}"
             f"   arch: {m.arch}",
             f"  parity:    {parity}",
+            f"  weights:   {m.provenance_line()}",
             f"  load:      {self.load_line()}",
         ])
 
@@ -106,7 +107,7 @@ def default_output(meta: ModelMeta, fmt: str, directory=".") -> Path:
 
 
 def export_model(model, fmt: str, output=None, *, half: bool = False, int8: bool = False, calib=None,
-                 max_batch: int = 32, opset: int = 17, verify: bool = True, input_format: str | None = None,
+                 max_batch: int = 32, opset: int = 18, verify: bool = True, input_format: str | None = None,
                  crops=None, batch_sizes=None, min_cos: float | None = None, quiet: bool = False,
                  **options) -> ExportResult:
     """Export an OSNet to `fmt` ('onnx', 'openvino', 'trt', ...) and verify it against the model.
@@ -120,6 +121,7 @@ def export_model(model, fmt: str, output=None, *, half: bool = False, int8: bool
     threshold (PARITY_THRESHOLDS); a failure keeps nothing and raises VerificationError. Other keyword options go to the writer (e.g. workspace, device).
     """
     from osnet_edge.checkpoint import model_meta
+    from osnet_edge.complexity import complexity
 
     fmt = fmt.lower()
     if fmt not in WRITERS:
@@ -136,6 +138,9 @@ def export_model(model, fmt: str, output=None, *, half: bool = False, int8: bool
     writer = INT8_WRITERS[fmt] if int8 else WRITERS[fmt]
     precision = "int8" if int8 else "fp16" if half else "fp32"
     meta = model_meta(model, precision=precision)
+    # carried so a device without torch (osnet-bench there) still reports the network's size and Mult-Adds
+    cx = complexity(model, meta.input_size)
+    meta.extra.update(params=int(cx.params), mult_adds=int(cx.mult_adds))
     fmt_default = getattr(writer, "default_input_format", "float_nchw")
     meta.input_format = input_format or fmt_default
     ModelMeta.__post_init__(meta)  # validate input_format early, with the schema's own message
@@ -172,6 +177,14 @@ def export_model(model, fmt: str, output=None, *, half: bool = False, int8: bool
                 raise VerificationError(
                     f"{fmt} {precision} export failed verification: min cosine {parity['min_cos']:.7f} < {need} "
                     f"(mean {parity['mean_cos']:.7f}; {_per_batch(parity)}). Nothing was written to {out}")
+        # what was checked travels with the artifact (repr(Embedder), osnet-eval), recorded before the rename
+        meta.provenance = {**meta.provenance, "parity": _parity_record(parity, verify, need if verify else None)}
+        fidelity = _fidelity_record(written)
+        if fidelity:
+            meta.provenance["int8_fidelity"] = fidelity
+        from osnet_edge.export.artifact_meta import rewrite_provenance
+
+        rewrite_provenance(written, meta)
         finals = []
         for p in written:
             if not p.name.startswith(tmp_stem):
@@ -188,6 +201,33 @@ def export_model(model, fmt: str, output=None, *, half: bool = False, int8: bool
     if not quiet and not verify:
         print("warning: --no-verify: the artifact was NOT compared with the PyTorch model", file=sys.stderr)
     return res
+
+
+def _parity_record(parity: dict, verified: bool, threshold) -> dict:
+    """The parity as provenance: min/mean cosine against the PyTorch model, the batches and the gate."""
+    if not verified:
+        return {"verified": False}
+    return {"verified": True, "min_cos": float(parity["min_cos"]), "mean_cos": float(parity["mean_cos"]),
+            "batches": sorted(int(k.split("_", 1)[1]) for k in parity if k.startswith("batch_")),
+            "threshold": threshold}
+
+
+def _fidelity_record(written: list) -> dict | None:
+    """A summary of the INT8 fidelity report an INT8 writer left among its files (None for FP32/FP16)."""
+    import json
+
+    from osnet_edge.export.fidelity import REPORT_SUFFIX
+
+    path = next((Path(p) for p in written if str(p).endswith(REPORT_SUFFIX)), None)
+    if path is None:
+        return None
+    r = json.loads(path.read_text())
+    keep = ("passed", "n_crops", "held_out", "generated", "cosine_mean", "cosine_min", "top1_agreement",
+            "top5_agreement", "thresholds")
+    out = {k: r[k] for k in keep if k in r}
+    if r.get("retrieval"):
+        out["retrieval"] = {k: r["retrieval"][k] for k in ("fp32", "int8") if k in r["retrieval"]}
+    return out
 
 
 def _per_batch(parity: dict) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from osnet_edge.deps import require
 from osnet_edge.errors import OsnetEdgeError
 
 # the random-init model is seeded so two exports without weights are the same file
@@ -51,12 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--int8-activations", choices=["symmetric", "asymmetric"], default=None,
                    help="ONNX INT8: symmetric INT8 activations (default; TensorRT-ready) or asymmetric UINT8 "
                         "(ONNX Runtime only; keeps more accuracy after ReLU)")
+    o.add_argument("--qat", action="store_true",
+                   help="INT8 (OpenVINO/ONNX): when post-training INT8 misses the fidelity gates, fine-tune it "
+                        "(NNCF quantization-aware training distilled to the FP32 embeddings on the --calib crops; "
+                        "minutes on a CPU, progress shown)")
+    o.add_argument("--qat-epochs", type=int, default=None, metavar="N",
+                   help="epochs of --qat fine-tuning over the calibration crops (default 10)")
     o.add_argument("--holdout", metavar="SOURCE", default=None,
                    help="INT8: held-out crops for the fidelity report (default: crops of --calib never calibrated on)")
     o.add_argument("--workspace", type=float, default=None, metavar="GiB", help="TensorRT builder workspace")
     o.add_argument("--max-batch", type=int, default=32, metavar="N",
                    help="largest batch the artifact serves (TensorRT profile; ONNX/OpenVINO are dynamic)")
-    o.add_argument("--opset", type=int, default=17, metavar="K", help="ONNX opset (>= 17)")
+    o.add_argument("--opset", type=int, default=18, metavar="K",
+                   help="ONNX opset (default 18; >= 18, or >= 17 with --onnx-exporter torchscript)")
+    o.add_argument("--onnx-exporter", choices=["dynamo", "torchscript"], default=None,
+                   help="torch's ONNX exporter: dynamo (default; torch.export-based) or torchscript (legacy, "
+                        "deprecated in torch; kept while it is still shipped)")
     o.add_argument("--input-format", choices=["uint8_nhwc", "float_nchw"], default=None,
                    help="uint8_nhwc: the graph takes resized uint8 BGR crops and normalises itself (default for "
                         "ONNX/OpenVINO; faster end to end); float_nchw: normalised RGB NCHW float input")
@@ -94,15 +105,8 @@ def load_model(args):
 
     size = input_size_from(args)
     if args.weights:
-        name = args.arch
-        if name is None and args.width is None:
-            from osnet_edge.checkpoint import read_checkpoint_meta
-
-            meta = read_checkpoint_meta(args.weights)
-            if meta is None:  # a torchreid file carries no architecture: say which flag is needed
-                raise OsnetEdgeError(f"{args.weights} carries no architecture (a torchreid checkpoint?): "
-                                     f"pass --arch (e.g. --arch osnet_x0_25) or --width")
-        model = build_model(name, width=args.width, family=args.family, weights=args.weights, input_size=size)
+        # without --arch/--width the variant comes from the file (ours: its metadata; torchreid's: its keys)
+        model = build_model(args.arch, width=args.width, family=args.family, weights=args.weights, input_size=size)
         return model, True
     torch.manual_seed(SEED)
     model = build_model(args.arch or (None if args.width else "osnet_x1_0"), width=args.width, family=args.family,
@@ -131,6 +135,7 @@ def main(argv=None) -> int:
         writer = INT8_WRITERS[fmt] if args.int8 else WRITERS[fmt]
         if getattr(writer, "preflight", None):  # e.g. no GPU for TensorRT: say so before building anything
             writer.preflight(device=args.device, calib=args.calib)
+        require("torch", "osnet-export (it builds the PyTorch model it exports)")
         model, trained = load_model(args)
         if not trained:
             banner = "!" * 78
@@ -142,12 +147,17 @@ def main(argv=None) -> int:
                                      ("min_cosine", args.min_cosine), ("min_top1", args.min_top1),
                                      ("holdout", args.holdout), ("activations", args.int8_activations),
                                      ("opt_batch", args.opt_batch), ("min_batch", args.min_batch),
-                                     ("dla_core", args.dla_core), ("timing_cache", args.timing_cache))
+                                     ("dla_core", args.dla_core), ("timing_cache", args.timing_cache),
+                                     ("onnx_exporter", args.onnx_exporter))
                    if v is not None}
         if args.qdq:
             options["qdq"] = True
         if args.equalize:
             options["equalize"] = True
+        if args.qat or args.qat_epochs:
+            if not (args.int8 and fmt in ("openvino", "onnx")):
+                raise OsnetEdgeError("--qat applies to --int8 with --format openvino or onnx")
+            options.update(qat=True, qat_epochs=args.qat_epochs)
         print(f"exporting {model.arch} {model.input_size[0]}x{model.input_size[1]} to {fmt}"
               f"{' FP16' if args.half else ' INT8' if args.int8 else ' FP32'} ...", file=sys.stderr)
         res = export_model(model, fmt, args.output, half=args.half, int8=args.int8, calib=args.calib,
@@ -156,8 +166,8 @@ def main(argv=None) -> int:
     except OsnetEdgeError as exc:
         print(f"osnet-export: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("osnet-export: interrupted; nothing was written", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # INT8 fine-tuning says which epoch and how to re-run
+        print(f"osnet-export: {exc or 'interrupted; nothing was written'}", file=sys.stderr)
         return 130
     print(f"exported {res.fmt} artifact{'' if trained else ' (RANDOM WEIGHTS)'}:")
     print(res.summary())

@@ -265,7 +265,8 @@ def check(report: FidelityReport, quiet: bool = False) -> FidelityReport:
     if not report.passed:
         raise FidelityError(
             f"INT8 artifact refused: {'; '.join(report.failures)} on {report.n_crops} held-out crops. "
-            f"Use a larger or more representative --calib set, --max-drop for accuracy-controlled quantization, "
+            f"Use --qat (quantization-aware fine-tuning on the --calib crops), a larger or more representative "
+            f"--calib set, --max-drop for accuracy-controlled quantization, "
             f"or lower the gates (--min-cosine / --min-top1) if you accept the loss", report)
     return report
 

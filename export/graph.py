@@ -44,7 +44,10 @@ class Uint8Input(nn.Module):
         self.register_buffer("offset", offset.float().view(1, 3, 1, 1))
 
     def forward(self, x):
-        x = x.permute(0, 3, 1, 2).float() - self.offset
+        # contiguous(): without it torch.export carries the permuted (channels-last) strides through the
+        # network and decomposes every gate's global average pool into Reshape/Range/Gather index arithmetic;
+        # a no-op for the TorchScript exporter and in eager mode
+        x = x.permute(0, 3, 1, 2).contiguous().float() - self.offset
         return self.model(x)
 
 

@@ -9,14 +9,16 @@ from osnet_edge.metadata import META_KEY, ModelMeta
 
 
 def export_openvino(model, path, *, half: bool = False, meta: ModelMeta | None = None,
-                    input_format: str | None = None, via: str | None = None, opset: int = 17, **_ignored) -> list:
+                    input_format: str | None = None, via: str | None = None, opset: int = 18,
+                    onnx_exporter: str | None = None, **_ignored) -> list:
     """Write `model` as OpenVINO IR at `path` (.xml; the .bin lands beside it). Returns [xml, bin].
 
-    via: 'onnx' (default when the onnx package is installed) traces once with torch.onnx and hands the
-    graph to ov.convert_model's ONNX frontend: several times faster than its PyTorch frontend and the very
-    graph the ONNX artifact holds. 'pytorch': ov.convert_model on the module directly. Dynamic batch. half=True stores FP16 weights (compress_to_fp16); the runtime then computes in the
-    device's preferred precision (FP16 on GPU/NPU, FP32 or BF16 on CPU). No verification here: export_model
-    does it.
+    via: 'onnx' (default when the onnx package is installed) exports once with torch.onnx (onnx_exporter:
+    'dynamo' or 'torchscript', as export_onnx) and hands the graph to ov.convert_model's ONNX frontend: several
+    times faster than its PyTorch frontend and the very graph the ONNX artifact holds. 'pytorch':
+    ov.convert_model on the module directly. Dynamic batch. half=True stores FP16 weights (compress_to_fp16);
+    the runtime then computes in the device's preferred precision (FP16 on GPU/NPU, FP32 or BF16 on CPU). No
+    verification here: export_model does it.
     """
     ov = require("openvino", "OpenVINO IR export")
     torch = require("torch", "OpenVINO IR export")
@@ -31,7 +33,7 @@ def export_openvino(model, path, *, half: bool = False, meta: ModelMeta | None =
 
         via = "onnx" if available("onnx") else "pytorch"
     if via == "onnx":
-        ov_model = _convert_via_onnx(ov, model, meta, opset)
+        ov_model = _convert_via_onnx(ov, model, meta, opset, onnx_exporter)
     elif via == "pytorch":
         ov_model = _convert_pytorch(ov, torch, model, meta)
     else:
@@ -63,7 +65,7 @@ def _convert_pytorch(ov, torch, model, meta):
         model.train(was_training)
 
 
-def _convert_via_onnx(ov, model, meta, opset):
+def _convert_via_onnx(ov, model, meta, opset, exporter=None):
     import tempfile
 
     from osnet_edge.export.onnx_writer import export_onnx
@@ -71,13 +73,14 @@ def _convert_via_onnx(ov, model, meta, opset):
     with tempfile.TemporaryDirectory(prefix="osnet-edge-ov-") as d:
         # FP32 graph: OpenVINO compresses weights to FP16 itself at save time
         onnx_meta = ModelMeta(**{**meta.to_dict(), "precision": "fp32"})
-        path = export_onnx(model, Path(d) / "model.onnx", opset=opset, meta=onnx_meta)
+        path = export_onnx(model, Path(d) / "model.onnx", opset=opset, meta=onnx_meta, exporter=exporter)
         return ov.convert_model(str(path))
 
 
-def write_openvino(model, tmp_path, meta: ModelMeta, *, half=False, opset=17, via=None, **_options):
+def write_openvino(model, tmp_path, meta: ModelMeta, *, half=False, opset=18, via=None, onnx_exporter=None,
+                   **_options):
     """The 'openvino' writer of export_model."""
-    return export_openvino(model, tmp_path, half=half, meta=meta, opset=opset, via=via)
+    return export_openvino(model, tmp_path, half=half, meta=meta, opset=opset, via=via, onnx_exporter=onnx_exporter)
 
 
 write_openvino.default_input_format = "uint8_nhwc"

@@ -106,12 +106,15 @@ def int8_conv_fraction(path) -> dict:
     return {"convolutions": len(convs), "int8_convolutions": q, "fraction": q / len(convs) if convs else 0.0}
 
 
-def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int = 17, method: str = "minmax",
+def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int = 18, method: str = "minmax",
                     min_cosine: float = fid.DEFAULT_MIN_COSINE, min_top1: float = fid.DEFAULT_MIN_TOP1,
                     calib_size: int | None = None, holdout_size: int | None = None, seed: int = 0, keep_fp32=(),
                     holdout=None, equalize: bool = False, activations: str = "symmetric", quiet: bool = False,
-                    max_drop=None, **_options) -> list:
-    """INT8 writer for export_model(..., fmt='onnx', int8=True): QDQ ONNX + fidelity JSON at the temporary stem."""
+                    max_drop=None, qat: bool = False, qat_epochs: int | None = None, **_options) -> list:
+    """INT8 writer for export_model(..., fmt='onnx', int8=True): QDQ ONNX + fidelity JSON at the temporary stem.
+
+    qat: when the post-training result misses the gates, fine-tune with NNCF (export/qat.py) and write its Q/DQ
+    graph instead (symmetric INT8 activations and weights, zero point 0: TensorRT's explicit quantization)."""
     from osnet_edge.calibration import sources
     from osnet_edge.export.onnx_writer import _set_metadata, export_onnx
 
@@ -132,7 +135,8 @@ def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int 
     tmp_path = Path(tmp_path)
     with tempfile.TemporaryDirectory(prefix="osnet_int8_") as d:
         source_model, eq = equalized(model, split.calib, equalize)
-        fp32 = export_onnx(source_model, Path(d) / "fp32.onnx", opset=opset, meta=_with_precision(meta, "fp32"))
+        fp32 = export_onnx(source_model, Path(d) / "fp32.onnx", opset=opset, meta=_with_precision(meta, "fp32"),
+                           exporter=_options.get("onnx_exporter"))
         quantize_onnx_file(fp32, tmp_path, split.calib, meta, method=method, keep_fp32=keep_fp32,
                            activations=activations)
     proto = onnx.load(str(tmp_path))
@@ -148,7 +152,42 @@ def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int 
                                                 f"activations, {method}", "activations": activations, **eq},
                                    extra={"int8_conv_fraction": conv["fraction"], **conv})
 
+    if qat:
+        report = make_report()
+        if not report.passed:
+            report = _finetuned(model, meta, split, tmp_path, report, qat_epochs, opset, quiet,
+                                lambda: fid.fidelity_report(model, str(tmp_path), split.held_out, split.query,
+                                                            min_cosine=min_cosine, min_top1=min_top1,
+                                                            artifact=fid.final_name(tmp_path)))
+        return fid.gate_artifact([tmp_path], tmp_path, lambda: report, quiet=quiet)
     return fid.gate_artifact([tmp_path], tmp_path, make_report, quiet=quiet)
+
+
+def _finetuned(model, meta, split, path, ptq_report, epochs, opset, quiet, report_fn):
+    """PTQ missed the gates: NNCF quantization-aware fine-tuning (export/qat.py) with signed activations,
+    its Q/DQ graph written over `path`; returns its report (PTQ numbers under calibration['ptq'])."""
+    from osnet_edge.export import qat as qat_mod
+
+    if not quiet:
+        print(ptq_report.summary(), file=sys.stderr)
+        print(f"post-training INT8 missed the gates; quantization-aware fine-tuning on {len(split.calib)} "
+              f"calibration crops ({epochs or qat_mod.DEFAULT_EPOCHS} epochs)", file=sys.stderr)
+    res = qat_mod.quantization_aware_finetune(model, split.calib, meta, epochs=epochs or qat_mod.DEFAULT_EPOCHS,
+                                              signed_activations=True, quiet=quiet)
+    qat_mod.write_onnx_qdq(res.model, path, meta, opset=opset)
+    report = report_fn()
+    conv = int8_conv_fraction(path)
+    report.calibration = {**ptq_report.calibration, **res.facts(),
+                          "method": "NNCF quantization-aware fine-tuning, Q/DQ: per-channel symmetric INT8 "
+                                    "weights, symmetric INT8 activations",
+                          "ptq": {k: getattr(ptq_report, k) for k in ("cosine_mean", "cosine_min", "top1_agreement",
+                                                                       "top5_agreement", "retrieval")}
+                          | {"identity": ptq_report.extra.get("top1_identity_agreement"),
+                             "failures": ptq_report.failures}}
+    report.extra.update({"int8_conv_fraction": conv["fraction"], **conv})
+    if not quiet:
+        print(f"INT8 fine-tuning took {res.seconds / 60:.1f} min on {res.threads} threads", file=sys.stderr)
+    return report
 
 
 write_onnx_int8.default_input_format = "float_nchw"

@@ -34,6 +34,7 @@ import numpy as np
 from osnet_edge.deps import require
 from osnet_edge.errors import ModelConfigError
 from osnet_edge.metadata import META_KEY, ModelMeta
+from osnet_edge.runtime.openvino_backend import precision_config
 from osnet_edge.export import fidelity as fid
 
 RECIPES = ("reid", "nncf-default", "mixed")
@@ -130,7 +131,7 @@ def validation_function(fp32_ov_model, held_out, meta: ModelMeta, query=None):
     ov = require("openvino", "OpenVINO INT8 quantization")
     crops = list(held_out.crops) + (list(query.crops) if query is not None else [])
     items = [CropBatch(b) for b in _batches(crops, meta, 32)]
-    ref = _run_all(ov.Core().compile_model(fp32_ov_model, "CPU"), items)
+    ref = _run_all(compile_cpu(fp32_ov_model), items)
     ng = len(held_out)
     use_map = query is not None and query.has_identities and held_out.has_identities
 
@@ -161,6 +162,13 @@ def _batches(crops, meta, bs):
         yield to_batch(crops[s:s + bs], meta.input_size, meta.mean, meta.std, meta.color_order, meta.input_format)
 
 
+def compile_cpu(ov_model):
+    """An in-memory model compiled for the CPU in f32, the precision the artifacts declare (not its bf16 default)."""
+    ov = require("openvino", "OpenVINO INT8 quantization")
+    core = ov.Core()
+    return core.compile_model(ov_model, "CPU", precision_config(core, "CPU", "fp32"))
+
+
 def _run_all(compiled, items) -> np.ndarray:
     out = compiled.output(0)
     return np.concatenate([compiled(np.asarray(b))[out] for b in items]).astype(np.float32)
@@ -178,7 +186,7 @@ def int8_conv_fraction(ov_model, device: str = "CPU") -> dict:
     ov = require("openvino", "OpenVINO INT8 inspection")
     core = ov.Core()
     model = core.read_model(str(ov_model)) if isinstance(ov_model, (str, Path)) else ov_model
-    rt = core.compile_model(model, device).get_runtime_model()
+    rt = core.compile_model(model, device, precision_config(core, device, "int8")).get_runtime_model()
     total = int8 = 0
     for op in rt.get_ordered_ops():
         info = op.get_rt_info()
@@ -215,13 +223,15 @@ def write_openvino_int8(model, tmp_path, meta: ModelMeta, *, calib=None, max_dro
                         min_cosine: float = fid.DEFAULT_MIN_COSINE, min_top1: float = fid.DEFAULT_MIN_TOP1,
                         calib_size: int | None = None, holdout_size: int | None = None, seed: int = 0,
                         keep_fp32=(), holdout=None, equalize: bool = False, quiet: bool = False,
-                        layer_report: bool = True,
+                        layer_report: bool = True, qat: bool = False, qat_epochs: int | None = None,
                         **_options) -> list:
     """INT8 writer for export_model(..., fmt='openvino', int8=True): IR + fidelity JSON at the temporary stem.
 
     calib: a calibration SOURCE (osnet_edge.calibration.load_source) or a CropSet; holdout: optional separate
     SOURCE for the held-out crops of the fidelity report (default: crops of the same source never used for
     calibration). Refuses (FidelityError, nothing kept) when the held-out report fails its gates.
+    qat: when the post-training result misses the gates, fine-tune it (export/qat.py: NNCF quantization-aware
+    training distilled towards the FP32 embeddings on the calibration crops) and gate that instead.
     """
     ov = require("openvino", "OpenVINO INT8 export")
     from osnet_edge.calibration import sources
@@ -245,7 +255,7 @@ def write_openvino_int8(model, tmp_path, meta: ModelMeta, *, calib=None, max_dro
     tmp_path = Path(tmp_path)
     xml = tmp_path.with_suffix(".xml")
     ov.save_model(q, str(xml), compress_to_fp16=False)
-    def make_report():
+    def make_report(layers=layer_report):
         conv = int8_conv_fraction(xml)
         report = fid.fidelity_report(model, str(xml), split.held_out, split.query, min_cosine=min_cosine,
                                      min_top1=min_top1, artifact=fid.final_name(xml),
@@ -254,12 +264,47 @@ def write_openvino_int8(model, tmp_path, meta: ModelMeta, *, calib=None, max_dro
                                                   "max_drop": max_drop, "method": "nncf.quantize_with_accuracy_control"
                                                   if max_drop is not None else "nncf.quantize", **calibration},
                                      extra={"int8_conv_fraction": conv["fraction"], **conv})
-        if layer_report and not report.passed:
+        if layers and not report.passed:
             rows = fid.layer_errors(fp32, q, next(split.held_out.batches(meta, 16)))
             report.extra["worst_layers"] = sorted(rows, key=lambda r: r["cosine"])[:10]
         return report
 
+    if qat:
+        report = make_report()  # a miss carries its per-layer breakdown: where PTQ's error entered
+        if not report.passed:
+            report = _finetuned(model, meta, split, xml, report, qat_epochs, quiet,
+                                lambda: fid.fidelity_report(model, str(xml), split.held_out, split.query,
+                                                            min_cosine=min_cosine, min_top1=min_top1,
+                                                            artifact=fid.final_name(xml)))
+        return fid.gate_artifact([xml, xml.with_suffix(".bin")], xml, lambda: report, quiet=quiet)
     return fid.gate_artifact([xml, xml.with_suffix(".bin")], xml, make_report, quiet=quiet)
+
+
+def _finetuned(model, meta, split, xml, ptq_report, epochs, quiet, report_fn):
+    """PTQ missed the gates: quantization-aware fine-tuning (export/qat.py), the IR at `xml` replaced by the
+    fine-tuned one; returns its report, which keeps the PTQ numbers under calibration['ptq']."""
+    ov = require("openvino", "OpenVINO INT8 export")
+    from osnet_edge.export import qat as qat_mod
+
+    if not quiet:
+        print(ptq_report.summary(), file=sys.stderr)
+        print(f"post-training INT8 missed the gates; quantization-aware fine-tuning on {len(split.calib)} "
+              f"calibration crops ({epochs or qat_mod.DEFAULT_EPOCHS} epochs)", file=sys.stderr)
+    res = qat_mod.quantization_aware_finetune(model, split.calib, meta, epochs=epochs or qat_mod.DEFAULT_EPOCHS,
+                                              quiet=quiet)
+    ov.save_model(qat_mod.to_openvino(res.model, meta), str(xml), compress_to_fp16=False)
+    report = report_fn()
+    conv = int8_conv_fraction(xml)
+    report.calibration = {**ptq_report.calibration, **res.facts(),
+                          "method": "NNCF quantization-aware fine-tuning (FakeQuantize IR)",
+                          "ptq": {k: getattr(ptq_report, k) for k in ("cosine_mean", "cosine_min", "top1_agreement",
+                                                                       "top5_agreement", "retrieval")}
+                          | {"identity": ptq_report.extra.get("top1_identity_agreement"),
+                             "failures": ptq_report.failures, "worst_layers": ptq_report.extra.get("worst_layers")}}
+    report.extra.update({"int8_conv_fraction": conv["fraction"], **conv})
+    if not quiet:
+        print(f"INT8 fine-tuning took {res.seconds / 60:.1f} min on {res.threads} threads", file=sys.stderr)
+    return report
 
 
 # as the FP32 OpenVINO artifact: the graph normalises resized uint8 BGR crops; the host only resizes

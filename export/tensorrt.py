@@ -2,8 +2,17 @@
 
     osnet-export --width 0.25 --format trt                     # FP32, batch 1..32
     osnet-export --width 0.25 --format trt --half              # FP16
-    osnet-export --width 0.25 --format trt --int8 --calib crops/        # INT8, IInt8 calibrator
+    osnet-export --width 0.25 --format trt --int8 --calib crops/        # INT8 (10.x: calibrator; 11.x: Q/DQ)
     osnet-export --width 0.25 --format trt --int8 --calib crops/ --qdq  # INT8 from the QDQ ONNX (explicit)
+
+TensorRT 10.x and 11.x are both served; they differ in how precision is chosen (checked against the real
+modules' APIs by tests/test_tensorrt_api.py):
+- 10.x builds weakly typed networks: an FP32 ONNX plus FP16 / INT8 builder flags, per-layer precision pins,
+  and implicit INT8 calibration through an IInt8 calibrator (deprecated since 10.1, still there);
+- 11.x removed all of that (no FP16/INT8 BuilderFlag, no ILayer.precision, no IInt8*Calibrator,
+  no config.int8_calibrator): every network is strongly typed and runs in the ONNX graph's own types. So FP16
+  engines are built from an FP16 ONNX (InstanceNorm kept FP32 by Casts in the graph) and INT8 engines from a
+  Q/DQ ONNX (explicit quantization, export/quantize_onnx.py), whichever way the engine is asked for.
 
 What a practitioner expects from a TensorRT build, and why each is here:
 - explicit batch, one optimization profile min / opt / max = min_batch / opt_batch / max_batch (opt defaults
@@ -12,13 +21,13 @@ What a practitioner expects from a TensorRT build, and why each is here:
   skips most kernel timing (minutes on a Jetson);
 - FP32 engines with TF32 off, so they are true FP32 (TensorRT enables TF32 by default on Ampere+, which
   would cost FP32 its parity);
-- FP16 and INT8 builds keep FP16 enabled, so layers that are slow or unsupported in INT8 fall back to FP16,
-  not FP32;
-- InstanceNorm (IBN / AIN variants): the parser's native InstanceNorm, and those layers pinned to FP32 in
+- 10.x FP16 and INT8 builds keep FP16 enabled, so layers that are slow or unsupported in INT8 fall back to
+  FP16, not FP32;
+- InstanceNorm (IBN / AIN variants): the parser's native InstanceNorm, and those layers kept in FP32 in
   reduced-precision builds (FP16 variance of large activations is where IN loses accuracy);
-- INT8 by calibration (entropy or min-max, the cache written next to the engine and reusable) from a
+- INT8 by calibration (10.x: entropy or min-max, the cache written next to the engine and reusable) from a
   calibration set of osnet_edge.calibration, preprocessed by THE preprocessing; or explicit quantization
-  from the INT8 issue's QDQ ONNX;
+  from the QDQ ONNX (the only INT8 path of 11.x);
 - the JSON sidecar (osnet_edge.metadata schema + TensorRT version, GPU, compute capability, profile):
   an engine only runs on the TensorRT version and GPU architecture that built it, and the runtime says so.
 """
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -55,12 +65,23 @@ def profile_shapes(sample_shape, max_batch: int = 32, opt_batch: int | None = No
     return {"min": [min_batch] + tail, "opt": [opt_batch] + tail, "max": [max_batch] + tail}
 
 
-def builder_flags(precision: str, explicit_quantization: bool = False, instance_norm_fp32: bool = False) -> dict:
-    """BuilderFlag names to set and to clear for a precision (names, so this is testable without TensorRT)."""
+def strongly_typed_only(trt) -> bool:
+    """True for TensorRT 11+: weak typing is gone (no FP16/INT8 builder flags, no per-layer precision, no INT8
+    calibrators); every network is strongly typed, so the ONNX's own types are the engine's precision."""
+    return not hasattr(trt.BuilderFlag, "FP16")
+
+
+def builder_flags(precision: str, explicit_quantization: bool = False, instance_norm_fp32: bool = False,
+                  strongly_typed: bool = False) -> dict:
+    """BuilderFlag names to set and to clear for a precision (names, so this is testable without TensorRT).
+
+    strongly_typed (TensorRT 11): precision comes from the graph, so no precision flag is set (11 has none)."""
     if precision not in ("fp32", "fp16", "int8"):
         raise ModelConfigError(f"TensorRT precision must be fp32, fp16 or int8, got {precision!r}")
     if precision == "fp32":
         return {"set": [], "clear": ["TF32"]}  # true FP32: parity with PyTorch at 1e-5
+    if strongly_typed:
+        return {"set": [], "clear": []}
     flags = ["FP16"] if precision == "fp16" else ["INT8", "FP16"]  # INT8 keeps an FP16 fallback, not FP32
     if instance_norm_fp32:
         # PREFER, not OBEY: a layer with no FP32 tactic still builds (with a warning) rather than failing
@@ -106,7 +127,65 @@ def onnx_facts(onnx_path) -> dict:
     ops = {n.op_type for n in proto.graph.node}
     return {"instance_norm": "InstanceNormalization" in ops,
             "qdq": "QuantizeLinear" in ops and "DequantizeLinear" in ops,
+            "fp16": any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer),
             "input_name": proto.graph.input[0].name if proto.graph.input else None}
+
+
+def instance_norm_fp32(proto) -> int:
+    """Keep InstanceNormalization in FP32 inside an FP16 graph with Casts around it (the strongly typed
+    counterpart of pinning the layer's precision, which TensorRT 11 removed). Returns how many were wrapped."""
+    from onnx import TensorProto, helper
+
+    nodes, wrapped = [], 0
+    for node in proto.graph.node:
+        if node.op_type != "InstanceNormalization":
+            nodes.append(node)
+            continue
+        ins = []
+        for i, name in enumerate(node.input):
+            ins.append(f"{node.name or name}_fp32_in{i}")
+            nodes.append(helper.make_node("Cast", [name], [ins[-1]], to=TensorProto.FLOAT, name=ins[-1]))
+        out = node.output[0]
+        inner = f"{node.name or out}_fp32_out"
+        node.input[:] = ins
+        node.output[0] = inner
+        nodes.append(node)
+        nodes.append(helper.make_node("Cast", [inner], [out], to=TensorProto.FLOAT16, name=inner + "_to_fp16"))
+        wrapped += 1
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    return wrapped
+
+
+def strongly_typed_onnx(onnx_path, out_path, precision: str, facts: dict, *, calib=None, meta=None,
+                        keep_instance_norm_fp32: bool = True, progress: bool = True) -> tuple:
+    """The ONNX a strongly typed build (TensorRT 11) needs for `precision`, written to out_path when it differs
+    from onnx_path: FP16 weights and compute for fp16, Q/DQ for int8. Returns (path to parse, InstanceNorm
+    nodes kept in FP32)."""
+    from osnet_edge.deps import require
+
+    if precision == "fp32" or (precision == "int8" and facts["qdq"]):
+        return Path(onnx_path), 0
+    onnx = require("onnx", "preparing the ONNX for a strongly typed TensorRT build")
+    if precision == "fp16":
+        if facts["fp16"]:
+            return Path(onnx_path), 0
+        from osnet_edge.export.onnx_writer import _to_fp16
+
+        proto = _to_fp16(onnx.load(str(onnx_path)))
+        pinned = instance_norm_fp32(proto) if keep_instance_norm_fp32 and facts["instance_norm"] else 0
+        onnx.save(proto, str(out_path))
+        return Path(out_path), pinned
+    # int8 without Q/DQ nodes: quantize the FP32 ONNX here (explicit quantization, symmetric INT8)
+    if calib is None:
+        raise ModelConfigError("TensorRT 11 builds INT8 engines from a Q/DQ ONNX (implicit calibration was "
+                               "removed): pass calib=SOURCE to quantize this ONNX first, or give an ONNX exported "
+                               "with osnet-export --format onnx --int8")
+    from osnet_edge.calibration import load_source
+    from osnet_edge.export.quantize_onnx import quantize_onnx_file
+
+    quantize_onnx_file(onnx_path, out_path, load_source(calib, progress=progress), meta)  # a CropSet passes through
+    return Path(out_path), 0
 
 
 # ------------------------------------------------------------------------------------------- calibration
@@ -257,10 +336,9 @@ def _progress_monitor(trt):
 # ------------------------------------------------------------------------------------------- the build
 
 def _network_flags(trt) -> int:
-    """Explicit batch: the default (and only mode) in TensorRT 10; a flag before it."""
-    major = int(trt.__version__.split(".")[0])
-    if major < 10 and hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
-        return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    """No creation flags: explicit batch is the only mode since 10 (EXPLICIT_BATCH is a deprecated no-op
+    there and gone in 11), and 11 is strongly typed whatever STRONGLY_TYPED says (a deprecated no-op too).
+    10.x stays weakly typed here, so its FP16/INT8 builder flags apply."""
     return 0
 
 
@@ -315,7 +393,9 @@ def build_engine(onnx_path, engine_path, meta: ModelMeta, *, max_batch: int = 32
     INT8, the calibration cache engine_path + '.calib'). Returns those paths, the engine first.
 
     meta.precision picks FP32 / FP16 / INT8. For INT8 the ONNX either carries Q/DQ nodes (explicit
-    quantization: no calibrator) or calib gives a calibration source (implicit, calibrated).
+    quantization: no calibrator) or calib gives a calibration source: TensorRT 10 calibrates with it
+    (implicit), TensorRT 11 quantizes the ONNX with it first (explicit; 11 has no calibrator). On 11 an FP16
+    engine is built from an FP16 copy of the ONNX (11 has no FP16 flag).
     workspace: GiB cap of TensorRT's scratch memory (None: TensorRT's default, the device's memory).
     timing_cache: a file, False to disable, None for ~/.cache/osnet_edge/tensorrt/<gpu>_<sm>_trt<ver>.timing.
     calib_cache: an earlier build's calibration cache to reuse (skips calibration: same model only!).
@@ -327,9 +407,32 @@ def build_engine(onnx_path, engine_path, meta: ModelMeta, *, max_batch: int = 32
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     facts = onnx_facts(onnx_path)
     precision = meta.precision
+    strong = strongly_typed_only(trt)
+    if strong and calib_cache is not None:
+        raise ModelConfigError(f"TensorRT {trt.__version__} has no INT8 calibrator, so no calibration cache: drop "
+                               f"--calib-cache (INT8 comes from a Q/DQ ONNX, quantized from --calib)")
+    with tempfile.TemporaryDirectory(prefix="osnet_trt_") as work:
+        typed_pins = 0
+        if strong:  # the precision must be in the graph itself
+            onnx_path, typed_pins = strongly_typed_onnx(
+                onnx_path, Path(work) / f"{precision}.onnx", precision, facts, calib=calib, meta=meta,
+                keep_instance_norm_fp32=fp32_instance_norm, progress=not quiet)
+            if onnx_path.parent == Path(work):
+                facts, calib = onnx_facts(onnx_path), None
+        return _build(trt, gpu, cudart, onnx_path, engine_path, meta, facts, strong, typed_pins,
+                      max_batch=max_batch, opt_batch=opt_batch, min_batch=min_batch, workspace=workspace,
+                      timing_cache=timing_cache, calib=calib, calib_method=calib_method, calib_batch=calib_batch,
+                      calib_cache=calib_cache, fp32_instance_norm=fp32_instance_norm, dla_core=dla_core,
+                      opt_level=opt_level, verbose=verbose, quiet=quiet)
+
+
+def _build(trt, gpu, cudart, onnx_path, engine_path, meta, facts, strong, typed_pins, *, max_batch, opt_batch,
+           min_batch, workspace, timing_cache, calib, calib_method, calib_batch, calib_cache, fp32_instance_norm,
+           dla_core, opt_level, verbose, quiet) -> list:
+    precision = meta.precision
     explicit = precision == "int8" and facts["qdq"]
-    pin_in = fp32_instance_norm and precision != "fp32" and facts["instance_norm"]
-    flags = builder_flags(precision, explicit, pin_in)
+    pin_in = fp32_instance_norm and precision != "fp32" and facts["instance_norm"] and not strong
+    flags = builder_flags(precision, explicit, pin_in, strongly_typed=strong)
     if precision == "int8" and not explicit and calib is None and not (calib_cache and Path(calib_cache).is_file()):
         load_calibration(None, meta)  # raises the message that says what to pass
 
@@ -368,11 +471,11 @@ def build_engine(onnx_path, engine_path, meta: ModelMeta, *, max_batch: int = 32
     profile = builder.create_optimization_profile()
     profile.set_shape(inp.name, *profile_dims.values())
     config.add_optimization_profile(profile)
-    pinned = _pin_fp32(trt, network) if pin_in else 0
+    pinned = _pin_fp32(trt, network) if pin_in and not strong else typed_pins  # 11.x: no ILayer.precision
 
     written = [engine_path]
     calibrator, calib_info = None, {}
-    if precision == "int8" and not explicit:
+    if not strong and precision == "int8" and not explicit:  # 11.x has no calibrator: never gets here
         feeder = load_calibration(calib, meta, min(int(calib_batch), int(max_batch)), progress=not quiet) \
             if calib is not None else None
         cache_out = engine_path.with_name(engine_path.name + CALIB_SUFFIX)
@@ -388,6 +491,7 @@ def build_engine(onnx_path, engine_path, meta: ModelMeta, *, max_batch: int = 32
                       "calibration_cache_reused": str(calib_cache) if calib_cache else None}
     elif explicit:
         calib_info = {"calibrator": "explicit (Q/DQ ONNX)"}
+    calib_info["strongly_typed"] = strong
 
     cache_file, cache_loaded = None, False
     if timing_cache is not False:
@@ -444,7 +548,7 @@ def _build_kwargs(options: dict) -> dict:
     return {k: options[k] for k in _BUILD_OPTIONS if options.get(k) is not None}
 
 
-def write_trt(model, tmp_path, meta: ModelMeta, *, opset: int = 17, max_batch: int = 32, calib=None,
+def write_trt(model, tmp_path, meta: ModelMeta, *, opset: int = 18, max_batch: int = 32, calib=None,
               qdq: bool = False, **options) -> list:
     """The 'trt' writer (FP32 / FP16; INT8 goes through write_trt_int8): ONNX first, then the engine.
 
@@ -452,7 +556,8 @@ def write_trt(model, tmp_path, meta: ModelMeta, *, opset: int = 17, max_batch: i
     deleted after the build: its metadata would claim the engine's precision.
     """
     # the GPU check before the ONNX export: on a CPU box the user gets the one line at once
-    import_tensorrt("TensorRT export", options.get("device"))
+    trt, _gpu = import_tensorrt("TensorRT export", options.get("device"))
+    qdq = qdq or (meta.precision == "int8" and strongly_typed_only(trt))  # 11.x: Q/DQ is the only INT8
     tmp_path = Path(tmp_path)
     onnx_tmp = tmp_path.with_name(tmp_path.stem + ".src.onnx")  # own stem: its by-products are swept below
     try:
@@ -463,13 +568,15 @@ def write_trt(model, tmp_path, meta: ModelMeta, *, opset: int = 17, max_batch: i
                 raise ModelConfigError("--qdq needs the INT8 ONNX (Q/DQ) writer, which this build lacks; "
                                        "drop --qdq to calibrate in TensorRT instead")
             passthrough = {k: v for k, v in options.items() if k not in _BUILD_OPTIONS + ("half", "int8")}
+            if options.get("calib_method") in ("minmax", "entropy"):  # the same names in quantize_onnx
+                passthrough["method"] = options["calib_method"]
             INT8_WRITERS["onnx"](model, onnx_tmp, replace(meta), opset=opset, calib=calib, max_batch=max_batch,
                                  half=False, int8=True, **passthrough)
             calib = None  # the scales are in the graph
         else:
             from osnet_edge.export.onnx_writer import export_onnx
 
-            export_onnx(model, onnx_tmp, opset=opset, half=False, meta=meta)
+            export_onnx(model, onnx_tmp, opset=opset, half=False, meta=meta, exporter=options.get("onnx_exporter"))
         return build_engine(onnx_tmp, tmp_path, meta, max_batch=max_batch, calib=calib, **_build_kwargs(options))
     finally:
         for p in tmp_path.parent.glob(tmp_path.stem + ".src*"):
@@ -485,7 +592,8 @@ def write_trt_int8(model, tmp_path, meta: ModelMeta, *, calib=None, calib_size: 
     if options.get("activations", "symmetric") != "symmetric":
         raise ModelConfigError("TensorRT's explicit quantization takes symmetric INT8 activations only; "
                                "drop --int8-activations")
-    import_tensorrt("TensorRT INT8 export", options.get("device"))
+    trt, _gpu = import_tensorrt("TensorRT INT8 export", options.get("device"))
+    explicit = bool(options.get("qdq")) or strongly_typed_only(trt)
     from osnet_edge.calibration import sources
     from osnet_edge.export import fidelity as fid
 
@@ -507,7 +615,7 @@ def write_trt_int8(model, tmp_path, meta: ModelMeta, *, calib=None, calib_size: 
             min_cosine=fid.DEFAULT_MIN_COSINE if min_cosine is None else min_cosine,
             min_top1=fid.DEFAULT_MIN_TOP1 if min_top1 is None else min_top1, artifact=engine.name,
             calibration={"source": split.calib.source, "crops": len(split.calib), "generated": split.calib.generated,
-                         "method": "explicit Q/DQ" if options.get("qdq") else
+                         "method": "explicit Q/DQ" if explicit else
                          f"TensorRT {options.get('calib_method') or 'entropy'} calibrator"},
             extra=layers)
         return report

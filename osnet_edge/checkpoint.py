@@ -5,6 +5,8 @@ unpickle is refused, never executed.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import pickle
 import sys
 import zipfile
@@ -16,6 +18,8 @@ from .errors import CheckpointError
 from .metadata import ModelMeta
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
+# what a model built without weights says about itself
+RANDOM_INIT = {"weights": "random init", "trained": False}
 
 
 def _read(path) -> object:
@@ -59,33 +63,139 @@ def read_checkpoint_meta(path) -> dict | None:
     return dict(meta) if isinstance(meta, dict) else None
 
 
-def _guess_variant(state: dict) -> str:
-    """Name the named variant whose keys and shapes the file matches best."""
-    from .models.factory import VARIANTS, model_config
+# keys that say nothing about the architecture: the classifier follows the training set's identities, and
+# BatchNorm's step counter is absent from some exports
+def _architectural(key: str) -> bool:
+    return not key.startswith("classifier.") and not key.endswith("num_batches_tracked")
+
+
+@functools.lru_cache(maxsize=None)
+def _reference_shapes(family: str, width: float) -> dict:
+    """{key: shape} of the variant's state_dict, built on the meta device (no memory, no init)."""
+    from .models.factory import model_config
     from .models.osnet import OSNet
 
-    best, best_score = None, -1
     with torch.device("meta"):
-        for name in VARIANTS:
-            ref = OSNet(model_config(name)[1]).state_dict()
-            score = sum(1 for k, v in state.items() if k in ref and tuple(ref[k].shape) == tuple(v.shape))
-            score -= sum(1 for k in state if k not in ref)
-            if score > best_score:
-                best, best_score = name, score
-    return best
+        ref = OSNet(model_config(None, width, family)[1]).state_dict()
+    return {k: tuple(v.shape) for k, v in ref.items() if _architectural(k)}
+
+
+def _differences(state: dict, ref: dict) -> tuple[list, list, list]:
+    """(missing, unexpected, shape-mismatched) architectural keys of `state` against reference shapes."""
+    keys = [k for k in state if _architectural(k)]
+    missing = [k for k in ref if k not in state]
+    unexpected = [k for k in keys if k not in ref]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {ref[k]}" for k in keys
+                  if k in ref and tuple(state[k].shape) != ref[k]]
+    return missing, unexpected, mismatched
+
+
+def _difference_lines(missing, unexpected, mismatched) -> list:
+    lines = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if keys:
+            shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+            lines.append(f"  {label}: {shown}")
+    return lines
+
+
+# the first block of each stage ends in conv3 (its output width); conv1 and conv5 give the ends
+_CHANNEL_KEYS = ("conv1.conv.weight", "conv2.0.conv3.conv.weight", "conv3.0.conv3.conv.weight", "conv5.conv.weight")
+
+
+def width_for_channels(channels) -> float | None:
+    """The width multiplier whose scaled_channels() are `channels`: a torchreid width if one fits, else the
+    one with fewest decimals (several β round to the same channels; they build the same network)."""
+    from .models.factory import VARIANTS, scaled_channels
+
+    channels = tuple(int(c) for c in channels)
+    for w in sorted({w for _, w in VARIANTS.values()}, reverse=True):
+        if scaled_channels(w) == channels:
+            return w
+    estimate = channels[3] / 512
+    for digits in (1, 2, 3, 4):
+        step = 10 ** digits
+        hits = [k / step for k in range(1, step + 1) if scaled_channels(k / step) == channels]
+        if hits:
+            return min(hits, key=lambda w: abs(w - estimate))
+    return None
+
+
+def _candidates(state: dict) -> list:
+    """(arch, family, width) of every family at the width the file's channel counts imply."""
+    from .models.factory import FAMILIES, arch_name
+
+    if not all(k in state and state[k].dim() >= 1 for k in _CHANNEL_KEYS):
+        return []
+    width = width_for_channels(tuple(state[k].shape[0] for k in _CHANNEL_KEYS))
+    return [] if width is None else [(arch_name(f, width), f, width) for f in FAMILIES]
+
+
+def _closest(state: dict) -> tuple:
+    """(arch, (missing, unexpected, mismatched)) of the variant nearest to `state`: the families at its
+    implied width, then every torchreid variant."""
+    from .models.factory import VARIANTS
+
+    pool = _candidates(state)
+    pool += [(n, f, w) for n, (f, w) in VARIANTS.items() if n not in {c[0] for c in pool}]
+    scored = [(c[0], _differences(state, _reference_shapes(c[1], c[2]))) for c in pool]
+    return min(scored, key=lambda s: sum(len(d) for d in s[1]))
+
+
+def infer_arch(state: dict, source="the state_dict") -> str:
+    """The OSNet variant a bare state_dict (a torchreid model-zoo file) was saved from.
+
+    Width comes from the channel counts, the family from the key names: osnet_ibn has affine
+    InstanceNorm in the stem and IN keys in stage conv2, osnet_ain names its streams conv2.N.layers
+    and its transitions pool2/pool3. A non-standard width comes back as e.g. 'osnet_x0_3'. Raises
+    CheckpointError when two variants fit equally (name one) or none does (the closest and its differences).
+    """
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    fits = [c[0] for c in _candidates(state) if not any(_differences(state, _reference_shapes(c[1], c[2])))]
+    if len(fits) == 1:
+        return fits[0]
+    if len(fits) > 1:
+        raise CheckpointError(f"{source} fits {' and '.join(fits)} equally: name the variant "
+                              f"(--arch {fits[0]}, or build_model('{fits[0]}', weights=...))")
+    name, diffs = _closest(state)
+    why = ""
+    if all(k in state and state[k].dim() >= 1 for k in _CHANNEL_KEYS) and not _candidates(state):
+        why = f" (its channels {tuple(int(state[k].shape[0]) for k in _CHANNEL_KEYS)} come from no width multiplier)"
+    raise CheckpointError("\n".join([f"{source} matches no OSNet variant{why}; the closest is {name}, which "
+                                      f"differs in:"] + _difference_lines(*diffs)))
+
+
+def checkpoint_arch(path) -> tuple[str, dict | None]:
+    """(arch, meta) of a weights file: ours say it in their metadata, torchreid's are inferred from the keys."""
+    obj = _read(path)
+    meta = obj.get("meta") if isinstance(obj, dict) else None
+    if isinstance(meta, dict) and meta.get("arch"):
+        return meta["arch"], dict(meta)
+    return infer_arch(_state_dict_of(obj, path), str(path)), None
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_checkpoint(model, path, verbose: bool = True) -> dict:
     """Load weights into `model` from a torchreid or osnet-edge checkpoint.
 
-    A classifier for another number of classes (or a model without one) is dropped with a one-line
-    notice; every other missing, unexpected or mismatched key is an error that lists the keys and
-    names the variant the file most likely belongs to. Returns the file's metadata dict (or {}).
+    A classifier for another number of classes is dropped (with a one-line notice when the model has a
+    classifier of its own, which then starts untrained; a feature extractor has none and needs no notice);
+    every other missing, unexpected or mismatched key is an error that lists the keys and names the
+    variant the file most likely belongs to. Sets model.provenance (the file's sha256, trained or not).
+    Returns the file's metadata dict (or {}).
     """
     obj = _read(path)
     state = _state_dict_of(obj, path)
     own = model.state_dict()
     dropped = []
+    their_classes = state["classifier.weight"].shape[0] if "classifier.weight" in state else None
     for key in ("classifier.weight", "classifier.bias"):
         if key in state and (key not in own or tuple(own[key].shape) != tuple(state[key].shape)):
             dropped.append(key)
@@ -97,26 +207,31 @@ def load_checkpoint(model, path, verbose: bool = True) -> dict:
                   if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or mismatched:
         arch = getattr(model, "arch", type(model).__name__)
-        lines = [f"{path} does not fit {arch}; it most likely belongs to {_guess_variant(state)}."]
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if keys:
-                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-                lines.append(f"  {label}: {shown}")
-        raise CheckpointError("\n".join(lines))
+        lines = [f"{path} does not fit {arch}; it most likely belongs to {_closest(state)[0]}."]
+        raise CheckpointError("\n".join(lines + _difference_lines(missing, unexpected, mismatched)))
     model.load_state_dict(state, strict=False)
-    if dropped and verbose:
-        print(f"note: {Path(path).name}: classifier dropped (it was trained for another class count)",
-              file=sys.stderr)
+    if dropped and verbose and "classifier.weight" in own:
+        print(f"note: {Path(path).name}: classifier dropped (trained for {their_classes} classes, this model has "
+              f"{own['classifier.weight'].shape[0]}); the model's classifier starts untrained", file=sys.stderr)
     meta = obj.get("meta") if isinstance(obj, dict) else None
     if isinstance(meta, dict) and meta.get("input_size"):
         model.input_size = tuple(meta["input_size"])
+    earlier = meta.get("provenance") if isinstance(meta, dict) else None
+    earlier = dict(earlier) if isinstance(earlier, dict) else {}
+    # a file without our metadata (torchreid's zoo, a training run elsewhere) is taken as trained weights
+    prov = {k: v for k, v in earlier.items() if k not in ("parity", "int8_fidelity", "weights", "sha256")}
+    if earlier.get("sha256"):  # re-saved weights of another file: keep where they came from
+        prov["derived_from"] = f"{earlier.get('weights')} sha256:{earlier['sha256']}"
+    model.provenance = {**prov, "weights": Path(path).name, "sha256": file_sha256(path),
+                        "trained": bool(earlier.get("trained", True))}
     return dict(meta) if isinstance(meta, dict) else {}
 
 
 def model_meta(model, precision: str = "fp32") -> ModelMeta:
     """The metadata every artifact of this model carries (DESIGN.md's schema)."""
     return ModelMeta(arch=model.arch, width=model.width, input_size=tuple(model.input_size),
-                     feature_dim=model.feature_dim, precision=precision)
+                     feature_dim=model.feature_dim, precision=precision,
+                     provenance=dict(getattr(model, "provenance", None) or RANDOM_INIT))
 
 
 def atomic_save(obj, path) -> Path:

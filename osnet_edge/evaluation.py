@@ -308,6 +308,7 @@ class EvalResult:
     metric: str = "euclidean"
     rerank: bool = False
     extra: dict = field(default_factory=dict)
+    distmat: np.ndarray | None = field(default=None, repr=False, compare=False)  # only with keep_distmat
 
     def rank(self, k: int) -> float:
         return float(self.cmc[min(k, len(self.cmc)) - 1])
@@ -330,22 +331,29 @@ class EvalResult:
 def evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, metric="euclidean", rerank=False,
                       max_rank=50, use_metric_cuhk03=False, k1=20, k2=6, lambda_value=0.3):
     """(cmc, mAP) from query and gallery features."""
+    distmat = ranking_distances(qf, gf, metric, rerank, k1, k2, lambda_value)
+    return evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, use_metric_cuhk03)
+
+
+def ranking_distances(qf, gf, metric="euclidean", rerank=False, k1=20, k2=6, lambda_value=0.3) -> np.ndarray:
+    """The (num_q, num_g) distances the protocol ranks by: plain, or k-reciprocal re-ranked."""
     distmat = compute_distance_matrix(qf, gf, metric)
     if rerank:
         distmat = re_ranking(distmat, compute_distance_matrix(qf, qf, metric),
                              compute_distance_matrix(gf, gf, metric), k1, k2, lambda_value)
-    return evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, use_metric_cuhk03)
+    return distmat
 
 
 def evaluate(model, dataset, metric: str = "euclidean", rerank: bool = False, max_rank: int = 50,
              use_metric_cuhk03: bool | None = None, batch_size=None, device=None, progress: bool = True,
-             embedders=None) -> EvalResult:
+             embedders=None, keep_distmat: bool = False) -> EvalResult:
     """Evaluate a model or artifact on a dataset's query/gallery (a ReidDataset from training.datasets,
     or anything with .query/.gallery lists of samples with path, pid, camid).
 
     model: an Embedder, an artifact path (.onnx, .xml, .engine, .pth ...) or a torch OSNet; a list of
     them evaluates their concatenated features (the paper's DML ensemble).
     use_metric_cuhk03: None picks the dataset's own default (CUHK03's classic split) else Market-1501's.
+    keep_distmat: keep the ranked distances in result.distmat (e.g. for osnet_edge.visualize).
     """
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     embs = embedders or [as_embedder(m, device=device, batch_size=batch_size) for m in models]
@@ -361,7 +369,9 @@ def evaluate(model, dataset, metric: str = "euclidean", rerank: bool = False, ma
     g_cams = np.array([s.camid for s in dataset.gallery])
     if use_metric_cuhk03 is None:
         use_metric_cuhk03 = bool(getattr(dataset, "cuhk03_metric", False))
-    cmc, mAP = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, metric, rerank, max_rank, use_metric_cuhk03)
+    distmat = ranking_distances(qf, gf, metric, rerank)
+    cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank, use_metric_cuhk03)
     name = " + ".join(str(getattr(getattr(e, "backend", None), "path", e)) for e in embs)
     return EvalResult(cmc=cmc, mAP=mAP, num_query=len(q_paths), num_gallery=len(g_paths),
-                      dataset=getattr(dataset, "name", ""), model=name, metric=metric, rerank=rerank)
+                      dataset=getattr(dataset, "name", ""), model=name, metric=metric, rerank=rerank,
+                      distmat=distmat if keep_distmat else None)

@@ -34,9 +34,13 @@ class ModelMeta:
     precision: str = "fp32"
     version: str = __version__
     extra: dict = field(default_factory=dict)  # backend facts: TensorRT version, GPU, profile shapes, ...
+    # where the weights came from and what was checked: {"weights": file name or "random init", "sha256",
+    # "trained", "parity": {...}, "int8_fidelity": {...}}; {} in artifacts written before it existed
+    provenance: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.input_size = tuple(int(v) for v in self.input_size)
+        self.provenance = dict(self.provenance) if isinstance(self.provenance, dict) else {}
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
         if self.input_format not in INPUT_FORMATS:
@@ -70,6 +74,27 @@ class ModelMeta:
         except json.JSONDecodeError as exc:
             raise ArtifactError(f"{source}: osnet-edge metadata is not valid JSON ({exc})") from None
         return cls.from_dict(d, source)
+
+    def provenance_line(self) -> str:
+        """One line saying where the weights came from and how the artifact was checked."""
+        p = self.provenance or {}
+        if not p:
+            return "provenance unknown (no osnet-edge record in this file)"
+        if p.get("weights") == "random init" or not p.get("trained", True):
+            parts = [f"{'RANDOM INIT' if p.get('weights') == 'random init' else p.get('weights')} (untrained)"]
+        else:
+            parts = [f"{p.get('weights', '?')} sha256:{str(p.get('sha256', '?'))[:12]}"
+                     + (f" ({p['trained_by']}, epoch {p.get('epoch', '?')})" if p.get("trained_by") else "")]
+        par = p.get("parity")
+        if isinstance(par, dict):
+            parts.append(f"parity min cos {par['min_cos']:.7f}" if par.get("min_cos") is not None
+                         else "parity not verified")
+        fid = p.get("int8_fidelity")
+        if isinstance(fid, dict):
+            parts.append(f"INT8 fidelity {'passed' if fid.get('passed') else 'FAILED'} (mean cos "
+                         f"{fid.get('cosine_mean', float('nan')):.4f}, top-1 {100 * fid.get('top1_agreement', 0):.1f}%"
+                         f"{', generated crops' if fid.get('generated') else ''})")
+        return ", ".join(parts)
 
     def stem(self) -> str:
         """File name stem that says what the artifact is: osnet_x0_25_256x128_fp16."""

@@ -42,9 +42,22 @@ def as_bgr_uint8(crop, index: int = 0) -> np.ndarray:
     return a
 
 
+def as_crops(crops):
+    """What callers pass -> a sequence of crops. One image (an HxWx3/HxWx4/HxW array) is one crop, not a list
+    of pixel rows; an (N, H, W, 3) array and a list of images are sequences already."""
+    if isinstance(crops, np.ndarray):
+        if crops.ndim in (2, 3):
+            return [crops]
+        if crops.ndim != 4:
+            raise InputError(f"crops array has shape {crops.shape}; expected one HxWx3 image, an (N, H, W, 3) "
+                             f"batch or a list of images")
+    return crops
+
+
 def resize_crops(crops, input_size) -> np.ndarray:
-    """Crops (list of images, or an NHWC uint8 array) -> (N, H, W, 3) uint8 BGR at input_size."""
+    """Crops (list of images, an NHWC uint8 array, or one image) -> (N, H, W, 3) uint8 BGR at input_size."""
     h, w = input_size
+    crops = as_crops(crops)
     if isinstance(crops, np.ndarray) and crops.ndim == 4:
         if crops.dtype != np.uint8:
             nan = np.issubdtype(crops.dtype, np.floating) and np.isnan(crops).any()
@@ -89,11 +102,23 @@ def to_batch(crops, input_size=(256, 128), mean=IMAGENET_MEAN, std=IMAGENET_STD,
 
 
 def crop_boxes(frame, boxes) -> list:
-    """Cut xyxy boxes out of an HxWx3 frame, clipped to it. A box with no area inside the frame is an error."""
+    """Cut boxes out of an HxWx3 uint8 frame, clipped to it. A box with no area inside the frame is an error.
+
+    boxes: (N, 4) xyxy, or a detector's (N, 5+) rows (xyxy, score[, class, ...]): the first four columns are
+    the box. One box may be given as a flat sequence.
+    """
     f = np.asarray(frame)
     if f.ndim not in (2, 3) or f.shape[0] == 0 or f.shape[1] == 0:
         raise InputError(f"frame has shape {f.shape}; expected an HxWx3 BGR image")
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if len(boxes) else np.zeros((0, 4))
+    if f.dtype != np.uint8:
+        raise InputError(f"frame has dtype {f.dtype}; frames must be uint8 BGR images (0-255)")
+    b = np.asarray(boxes, dtype=np.float64) if len(boxes) else np.zeros((0, 4))
+    if b.ndim == 1:
+        b = b[None]
+    if b.ndim != 2 or b.shape[1] < 4:
+        raise InputError(f"boxes have shape {b.shape}; expected (N, 4) xyxy or detector rows (N, 5+) starting "
+                         f"with xyxy")
+    b = b[:, :4]
     if not np.isfinite(b).all():
         bad = int(np.nonzero(~np.isfinite(b).all(axis=1))[0][0])
         raise InputError(f"box {bad} has non-finite coordinates {b[bad].tolist()}")

@@ -230,3 +230,40 @@ def test_headline_skips_groups_with_nothing_to_compare():
     assert headline(rows) == [] and format_headline(headline(rows)) == ""
     rows[1]["peak_fraction"], rows[1]["gflops"] = 0.5, 70.0
     assert "50.0% of the matmul peak" in format_headline(headline(rows))
+
+
+@pytest.mark.parametrize("n_artifacts", [1, 4])
+def test_run_plot_shows_throughput_and_latency_values_with_one_legend(n_artifacts, tmp_path):
+    """1-4 artifacts x 3 batch sizes, both modes: every bar's height is its row's throughput (top) or p50
+    (bottom), its value is written on it (with the speed-up / the p99), and one legend names every artifact."""
+    rng = np.random.default_rng(n_artifacts)
+    names = ["osnet_x0_25 256x128 eager fp32"] + [f"osnet_x0_25_256x128_{i}.xml" for i in range(n_artifacts)]
+    rows = []
+    for mode in ("model", "e2e"):
+        for b in (1, 8, 32):
+            for i, name in enumerate(names):
+                thr = float(rng.uniform(2, 900))
+                p50 = float(rng.uniform(1, 2000))
+                rows.append({"artifact": name, "mode": mode, "batch": b, "baseline": i == 0, "throughput": thr,
+                             "p50_ms": p50, "p99_ms": p50 * float(rng.uniform(1.01, 3)),
+                             "speedup": 1.0 if i == 0 else float(rng.uniform(1, 90))})
+    fig = plots.run_figure(rows)
+    axes = fig.axes
+    assert len(axes) == 4  # (throughput, latency) x (model, e2e)
+    for ax, (key, mode) in zip(axes, [("throughput", "model"), ("throughput", "e2e"), ("p50_ms", "model"),
+                                      ("p50_ms", "e2e")]):
+        mine = [r for r in rows if r["mode"] == mode]
+        heights = sorted(p.get_height() for p in ax.patches)
+        assert heights == pytest.approx(sorted(r[key] for r in mine))
+        texts = [t.get_text() for t in ax.texts]
+        for r in mine:
+            if key == "throughput":
+                want = plots._value(r["throughput"]) + ("" if r["baseline"] else f"  {r['speedup']:.1f}x")
+            else:
+                want = f"{plots._value(r['p50_ms'])} / {plots._value(r['p99_ms'])}"
+            assert want in texts
+        assert ax.get_legend() is None
+    assert len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == names
+    out = plots.plot_run(rows, tmp_path / "run.png")
+    assert out.read_bytes()[:4] == b"\x89PNG"

@@ -155,3 +155,23 @@ def test_evaluation_imports_without_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout.strip()) == 1.0
+
+
+def test_test_only_dataset_copy_is_evaluated(tmp_path):
+    """Evaluation reads query and gallery only; training still needs its split and says which folder is missing."""
+    import shutil
+
+    from osnet_edge.training.datasets import DatasetError, load_dataset
+    from osnet_edge.training.synthetic_dataset import make_market_dataset
+
+    make_market_dataset(tmp_path / "full", num_ids=8, images_per_id=6, cams=3, size=(64, 32), num_distractors=2)
+    for split in ("query", "bounding_box_test"):
+        shutil.copytree(tmp_path / "full" / split, tmp_path / "test_only" / split)
+    full = load_dataset(f"market1501:{tmp_path / 'full'}", train=False)
+    ds = load_dataset(f"market1501:{tmp_path / 'test_only'}", train=False)
+    assert ds.train == [] and [s.pid for s in ds.query] == [s.pid for s in full.query]
+    assert len(ds.gallery) == len(full.gallery) > 0
+    res = evaluate(_ColourEmbedder(), ds, progress=False)
+    assert res.num_query == len(ds.query) and res.mAP == evaluate(_ColourEmbedder(), full, progress=False).mAP
+    with pytest.raises(DatasetError, match="does not hold bounding_box_train"):
+        load_dataset(f"market1501:{tmp_path / 'test_only'}")

@@ -23,13 +23,117 @@ def test_cli_onnx_artifact_is_checked_dynamic_and_carries_metadata():
     assert "batch  33" in stderr  # verified at an odd batch above 32
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
-    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 18
     batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.dim_value  # dynamic batch
     meta = ModelMeta.from_json({p.key: p.value for p in proto.metadata_props}[META_KEY])
     assert (meta.arch, meta.input_size, meta.precision, meta.feature_dim) == (ARCH, INPUT, "fp32", 512)
     assert meta.input_format == "uint8_nhwc"
+    assert meta.extra["onnx_exporter"] == "dynamo" and meta.extra["opset"] >= 18
+    assert_clean_graph(proto)
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary files left
+
+
+# what an OSNet graph is made of once exported and slimmed; index arithmetic (Shape, Range, Gather) would
+# mean the exporter lowered a pooling or a reshape through strided views, a ReduceMean a gate's pooling left
+# unconverted
+OSNET_OPS = {"Transpose", "Cast", "Sub", "Conv", "Relu", "MaxPool", "GlobalAveragePool", "Sigmoid", "Mul", "Add",
+             "AveragePool", "Reshape", "Flatten", "Gemm", "InstanceNormalization"}
+
+
+def assert_clean_graph(proto):
+    """No exporter debug info, no dead initializers, only the operators OSNet needs."""
+    g = proto.graph
+    assert not any(n.metadata_props or n.doc_string for n in g.node)
+    assert not any(v.metadata_props for v in list(g.input) + list(g.output))
+    used = {i for n in g.node for i in n.input}
+    assert [t.name for t in g.initializer if t.name not in used] == []
+    assert {n.op_type for n in g.node} <= OSNET_OPS, {n.op_type for n in g.node} - OSNET_OPS
+    assert not proto.functions
+    # nodes named after their modules, as the TorchScript exporter named them (reports and errors cite them)
+    names = [n.name for n in g.node]
+    assert len(set(names)) == len(names) and all(n.startswith("/") for n in names), names[:5]
+    assert "/model/conv1/conv/Conv" in names
+
+
+def test_cli_legacy_torchscript_exporter_is_selectable_and_no_smaller(tmp_path):
+    """--onnx-exporter torchscript still writes a verified artifact (opset 17 allowed there); the default
+    dynamo graph of the same model has no more nodes than it."""
+    import onnx
+
+    from osnet_edge.export.cli import main
+
+    argv = ["--arch", ARCH, "--imgsz", str(INPUT[0]), str(INPUT[1]), "--format", "onnx", "-o", str(tmp_path),
+            "--onnx-exporter", "torchscript", "--opset", "17"]
+    assert main(argv) == 0
+    (path,) = tmp_path.iterdir()
+    legacy = onnx.load(str(path))
+    meta = ModelMeta.from_json({p.key: p.value for p in legacy.metadata_props}[META_KEY])
+    assert meta.extra["onnx_exporter"] == "torchscript" and meta.extra["opset"] == 17
+    assert [o.version for o in legacy.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    dynamo = onnx.load(str(onnx_path()))  # same arch, size and seeded weights, default exporter
+    assert len(dynamo.graph.node) <= len(legacy.graph.node), (len(dynamo.graph.node), len(legacy.graph.node))
+
+
+def randomized_norms(m):
+    """Random BN statistics and IN/BN affine parameters: no normalisation layer is an identity, so a
+    mis-exported InstanceNorm or a wrongly folded BatchNorm shows in the cosine."""
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+            if isinstance(mod, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d, torch.nn.InstanceNorm2d)) and mod.affine:
+                mod.weight.uniform_(0.8, 1.2)
+                mod.bias.uniform_(-0.1, 0.1)
+    return m
+
+
+@pytest.mark.parametrize("family", ["osnet_ibn", "osnet_ain"])
+def test_dynamo_export_of_instance_norm_families_keeps_parity_quietly(family, tmp_path, capfd):
+    """IBN (IN after blocks) and AIN (IN inside blocks, IN stem) through the default exporter: verified at
+    batch 1 and 33 against PyTorch, clean graph, and nothing printed on the way."""
+    import onnx
+
+    from osnet_edge import build_model
+    from osnet_edge.export import export_model
+
+    torch.manual_seed(1)
+    m = randomized_norms(build_model(width=0.25, family=family, input_size=INPUT).eval())
+    assert any(isinstance(mod, torch.nn.InstanceNorm2d) for mod in m.modules())
+    capfd.readouterr()
+    res = export_model(m, "onnx", tmp_path, quiet=True)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", ""), (out, err)
+    for key in ("batch_1", "batch_33"):
+        assert res.parity[key]["min_cos"] >= 0.99999, res.parity
+    assert_clean_graph(onnx.load(str(res.path)))
+
+
+class DataDependent(torch.nn.Module):
+    """A branch on tensor values: torch.export cannot trace it."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.inner = m
+        self.arch, self.width, self.input_size, self.feature_dim = m.arch, m.width, m.input_size, m.feature_dim
+
+    def forward(self, x):
+        f = self.inner(x)
+        return f if f.sum() > 0 else -f
+
+
+def test_exporter_failure_is_one_line_and_writes_nothing(tmp_path, capfd):
+    from osnet_edge.errors import ArtifactError
+    from osnet_edge.export import export_model
+
+    with pytest.raises(ArtifactError) as info:
+        export_model(DataDependent(model()), "onnx", tmp_path, input_format="float_nchw", quiet=True)
+    msg = str(info.value)
+    assert "\n" not in msg and "dynamo exporter failed" in msg and "--onnx-exporter torchscript" in msg, msg
+    assert "osnet_x0_25" in msg
+    assert list(tmp_path.iterdir()) == []
+    assert capfd.readouterr().err == ""
 
 
 def test_cli_openvino_fp16_ir_with_rt_info():
@@ -128,8 +232,12 @@ def test_bad_options_are_named(tmp_path):
 
     with pytest.raises(ModelConfigError, match=r"does not end in \.xml"):
         export_model(model(), "openvino", tmp_path / "x.onnx")
-    with pytest.raises(ModelConfigError, match="opset >= 17"):
-        export_onnx(model(), tmp_path / "x.onnx", opset=13)
+    with pytest.raises(ModelConfigError, match="dynamo ONNX exporter needs opset >= 18"):
+        export_onnx(model(), tmp_path / "x.onnx", opset=17)
+    with pytest.raises(ModelConfigError, match="torchscript ONNX exporter needs opset >= 17"):
+        export_onnx(model(), tmp_path / "x.onnx", opset=13, exporter="torchscript")
+    with pytest.raises(ModelConfigError, match="--onnx-exporter 'tf'"):
+        export_model(model(), "onnx", tmp_path, onnx_exporter="tf")
     with pytest.raises(ModelConfigError, match="one of --half"):
         export_model(model(), "onnx", half=True, int8=True)
     with pytest.raises(OsnetEdgeError, match="input_format"):
@@ -137,13 +245,16 @@ def test_bad_options_are_named(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_weights_without_architecture_explains(tmp_path, capsys):
+def test_cli_weights_of_no_variant_explains(tmp_path, capsys):
     from osnet_edge.export.cli import main
 
     w = tmp_path / "torchreid_style.pth"
-    torch.save(model().state_dict(), w)  # a bare state_dict, as torchreid's model zoo ships
+    sd = model().state_dict()  # a bare state_dict, as torchreid's model zoo ships (its arch is read from the keys)
+    del sd["conv4.1.conv3.bn.weight"]
+    torch.save(sd, w)
     assert main(["--weights", str(w), "--format", "onnx", "-o", str(tmp_path)]) == 1
-    assert "--arch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "matches no OSNet variant; the closest is osnet_x0_25" in err and "missing: conv4.1.conv3.bn.weight" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == [w.name]
 
 

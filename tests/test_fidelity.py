@@ -103,3 +103,24 @@ def test_generated_crops_are_labelled():
 def test_report_needs_two_crops():
     with pytest.raises(fid.InputError, match="at least 2"):
         fid.fidelity_report(lambda c: np.ones((len(c), 4)), lambda c: np.ones((len(c), 4)), _crops([0]))
+
+
+def test_identity_agreement_separates_harmless_flips_from_identity_changes():
+    # 10 identities x 6 crops; the candidate swaps two crops of identity 0 (a flip inside one person) and
+    # moves a crop of identity 1 onto identity 2 (a flip to another person)
+    f, pids = _clustered(n_ids=10, per_id=6, spread=0.2)
+    held = CropSet(_crops(range(60)), "test", pids=pids, camids=np.zeros(60, int))
+    g = f.copy()
+    g[0], g[1] = f[1].copy(), f[0].copy()
+    same_id = fid.fidelity_report(_fake_embedder(f), _fake_embedder(g), held, min_cosine=0, min_top1=0)
+    assert same_id.top1_agreement < 1.0
+    assert same_id.extra["top1_identity_agreement"] == 1.0
+    assert "keeps its identity: 100.0%" in same_id.summary()
+    g[6] = f[12] + 0.01
+    other_id = fid.fidelity_report(_fake_embedder(f), _fake_embedder(g), held, min_cosine=0, min_top1=0)
+    assert other_id.extra["top1_identity_agreement"] < 1.0
+    d = other_id.to_dict()
+    assert d["extra"]["top1_identity_agreement"] == pytest.approx(other_id.extra["top1_identity_agreement"])
+    # without identities there is nothing to compare
+    anon = fid.fidelity_report(_fake_embedder(f), _fake_embedder(g), CropSet(_crops(range(60)), "anon"))
+    assert "top1_identity_agreement" not in anon.extra

@@ -69,6 +69,34 @@ def test_embed_frame_clips_boxes_and_names_bad_ones(emb):
         emb.embed_frame(frame, [[400, 300, 500, 400]])
 
 
+def test_one_image_is_one_crop(emb, crops):
+    """An HxWx3 array is one crop (not H grey crops of its pixel rows); an (N, H, W, 3) array is a batch."""
+    one = emb.embed(crops[0])
+    assert one.shape == (1, 512)
+    np.testing.assert_allclose(one, emb.embed([crops[0]]), atol=1e-6)
+    gray = crops[1][:, :, 1]
+    np.testing.assert_allclose(emb.embed(gray), emb.embed([gray]), atol=1e-6)
+    same = np.stack([np.ascontiguousarray(c[:64, :32]) for c in crops[:3]])
+    assert emb.embed(same).shape == (3, 512)
+    with pytest.raises(InputError, match=r"crops array has shape \(2, 3, 8, 8, 3\)"):
+        emb.embed(np.zeros((2, 3, 8, 8, 3), np.uint8))
+
+
+def test_embed_frame_takes_detector_rows_and_names_a_bad_frame(emb):
+    frame = synthetic_crops(1, seed=1, size=(240, 320))[0]
+    boxes = np.array([[10, 20, 60, 200], [100, 30, 180, 230]], np.float32)
+    expect = emb.embed_frame(frame, boxes)
+    scores = np.array([[0.9], [0.4]], np.float32)
+    classes = np.zeros((2, 1), np.float32)
+    for dets in (np.hstack([boxes, scores]), np.hstack([boxes, scores, classes])):  # (N, 5), (N, 6)
+        np.testing.assert_allclose(emb.embed_frame(frame, dets), expect, atol=1e-6)
+    np.testing.assert_allclose(emb.embed_frame(frame, boxes[0]), expect[:1], atol=1e-6)  # one flat box
+    with pytest.raises(InputError, match=r"^frame has dtype float32"):
+        emb.embed_frame(frame.astype(np.float32), boxes)
+    with pytest.raises(InputError, match=r"boxes have shape \(2, 3\)"):
+        emb.embed_frame(frame, boxes[:, :3])
+
+
 def test_bad_crops_name_the_crop(emb, crops):
     e = Embedder(emb.backend.path, batch_size=4)
     bad = list(crops[:9])
@@ -200,3 +228,47 @@ def test_runtime_works_without_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.startswith("OK") and "pip install 'osnet-edge[train]'" in r.stdout
+
+
+# blocks `import torch` in a child interpreter, as on a camera-end box with only the runtime installed
+_NO_TORCH = textwrap.dedent("""
+    import runpy, sys
+    class NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ModuleNotFoundError(f"No module named {name!r}")
+    sys.meta_path.insert(0, NoTorch())
+    sys.argv = sys.argv[1:]
+    runpy.run_module(sys.argv[0], run_name="__main__")
+""")
+
+
+def _run_without_torch(module, *args):
+    return subprocess.run([sys.executable, "-c", _NO_TORCH, module, *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_torch_clis_say_one_line_without_torch(tmp_path):
+    for module, args in (("osnet_edge.export.cli", ["--width", "0.25", "--format", "onnx", "-o", str(tmp_path)]),
+                         ("osnet_edge.training.cli", ["train", "--data", f"market1501:{tmp_path}"])):
+        r = _run_without_torch(module, *args)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "'torch'" in lines[0] and "pip install 'osnet-edge[train]'" in lines[0], lines
+    assert not list(tmp_path.iterdir())
+
+
+def test_bench_runs_without_torch(tmp_path):
+    """The device is where latency matters: osnet-bench times an artifact with no torch, Mult-Adds from its
+    metadata, no eager baseline."""
+    out = tmp_path / "bench.json"
+    r = _run_without_torch("osnet_edge.benchmarks.cli", str(onnx_path()), "--batch", "2", "--iters", "2",
+                           "--warmup", "0", "--rounds", "1", "--modes", "model", "--no-probe", "--json", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "no PyTorch eager baseline" in r.stderr
+    import json
+
+    (row,) = json.loads(out.read_text())["rows"]
+    meta = Embedder(onnx_path()).meta
+    assert row["mult_adds"] == meta.extra["mult_adds"] > 0 and row["params"] == meta.extra["params"] > 0
+    assert row["speedup"] is None and row["executes"] == "fp32" and row["throughput"] > 0

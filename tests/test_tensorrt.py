@@ -216,6 +216,10 @@ def test_builder_flags():
     int8 = builder_flags("int8")["set"]
     assert "INT8" in int8 and "FP16" in int8, "INT8 keeps the FP16 fallback"
     assert "PREFER_PRECISION_CONSTRAINTS" in builder_flags("fp16", instance_norm_fp32=True)["set"]
+    # TensorRT 11: no precision flags (none exist); FP32 still turns TF32 off
+    assert builder_flags("fp16", strongly_typed=True) == builder_flags("int8", True, True, True) == {"set": [],
+                                                                                                    "clear": []}
+    assert builder_flags("fp32", strongly_typed=True) == {"set": [], "clear": ["TF32"]}
     with pytest.raises(ModelConfigError):
         builder_flags("bf16")
 
@@ -295,8 +299,76 @@ def test_onnx_facts_finds_instance_norm_and_qdq(tmp_path):
                               inits)
     for name, g in (("plain", plain), ("in", inorm)):
         onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / f"{name}.onnx"))
-    assert onnx_facts(tmp_path / "plain.onnx") == {"instance_norm": False, "qdq": False, "input_name": "input"}
+    assert onnx_facts(tmp_path / "plain.onnx") == {"instance_norm": False, "qdq": False, "fp16": False,
+                                                   "input_name": "input"}
     assert onnx_facts(tmp_path / "in.onnx")["instance_norm"] is True
+
+
+def test_strongly_typed_fp16_onnx_keeps_instance_norm_fp32(tmp_path):
+    """TensorRT 11 has no FP16 flag: its FP16 engine is an FP16 ONNX, InstanceNorm wrapped in FP32 Casts.
+    The rewritten graph must be valid, FP16 inside, FP32 at its edges, and compute what the FP32 graph does."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    from osnet_edge.export.tensorrt import onnx_facts, strongly_typed_onnx
+
+    rng = np.random.default_rng(0)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 4, 3, 3], (rng.standard_normal(144) * 0.2).tolist())
+    s = helper.make_tensor("s", TensorProto.FLOAT, [4], [1.0, 0.5, 2.0, 1.5])
+    b = helper.make_tensor("b", TensorProto.FLOAT, [4], [0.0, 0.1, -0.1, 0.2])
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])
+    g = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+                           helper.make_node("InstanceNormalization", ["c", "s", "b"], ["n"], name="in1"),
+                           helper.make_node("Relu", ["n"], ["y"], name="relu")], "g", [x], [y], [w, s, b])
+    src = tmp_path / "fp32.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    facts = onnx_facts(src)
+    out, pinned = strongly_typed_onnx(src, tmp_path / "fp16.onnx", "fp16", facts)
+    assert out == tmp_path / "fp16.onnx" and pinned == 1
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto, full_check=True)
+    node = next(n for n in proto.graph.node if n.op_type == "InstanceNormalization")
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    assert all(producers[i].op_type == "Cast" and producers[i].attribute[0].i == TensorProto.FLOAT for i in node.input)
+    assert onnx_facts(out)["fp16"] and proto.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    xs = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    ref = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"input": xs})[0]
+    half = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": xs})[0]
+    assert half.dtype == np.float32 and np.abs(half - ref).max() < 2e-2
+    # FP32 and an ONNX that is already FP16 pass through untouched
+    assert strongly_typed_onnx(src, tmp_path / "x.onnx", "fp32", facts) == (src, 0)
+    assert strongly_typed_onnx(out, tmp_path / "y.onnx", "fp16", onnx_facts(out)) == (out, 0)
+    with pytest.raises(Exception, match="Q/DQ ONNX"):
+        strongly_typed_onnx(src, tmp_path / "q.onnx", "int8", facts)
+
+
+@pytest.mark.filterwarnings("ignore:calibration set generated")
+def test_strongly_typed_int8_onnx_is_quantized_with_qdq(tmp_path):
+    """TensorRT 11's INT8 from an FP32 ONNX: symmetric Q/DQ (zero point 0) from the crops, then the Q/DQ graph
+    is what the build parses (onnx_facts sees it as explicit)."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from osnet_edge.export.tensorrt import onnx_facts, strongly_typed_onnx
+
+    rng = np.random.default_rng(1)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], (rng.standard_normal(216) * 0.2).tolist())
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 16, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 16, 8])
+    g = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+                           helper.make_node("Relu", ["c"], ["y"], name="relu")], "g", [x], [y], [w])
+    src = tmp_path / "fp32.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    meta = ModelMeta(arch="osnet_x0_25", width=0.25, input_size=(16, 8), precision="int8")
+    out, pinned = strongly_typed_onnx(src, tmp_path / "q.onnx", "int8", onnx_facts(src), calib="generated:16",
+                                      meta=meta, progress=False)
+    assert out == tmp_path / "q.onnx" and pinned == 0 and onnx_facts(out)["qdq"]
+    proto = onnx.load(str(out))
+    zero_points = [numpy_helper.to_array(t) for t in proto.graph.initializer if t.name.endswith("zero_point")]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points), "TensorRT needs symmetric"
 
 
 def test_trt_writer_is_registered():

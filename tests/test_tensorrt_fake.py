@@ -4,6 +4,11 @@ The stand-ins do what the real APIs do with memory: "device" allocations are hos
 copies are memmoves at the given addresses, and the stand-in engine computes features as a fixed linear
 map of whatever bytes sit at the input address. So a wrong pointer, size, shape, dtype or buffer reuse in
 the backend shows up as wrong features, without a GPU. The real thing is tests/test_tensorrt_gpu.py.
+
+The stand-ins cannot drift from the real modules: their enums and base classes are built from the API
+snapshots of the real bindings (tests/data/tensorrt_api, one per TensorRT release), the build tests run once
+per release, and project code touching a stand-in attribute that the release's real class lacks fails
+(`_strict`). tests/test_tensorrt_api.py checks the stand-ins' method names and arities against the snapshots.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import enum
 import sys
 import threading
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +26,12 @@ from osnet_edge.errors import ArtifactError, InputError
 from osnet_edge.metadata import ModelMeta
 from osnet_edge.runtime import tensorrt_common as tc
 from osnet_edge.runtime.embedder import l2_normalize
+
+import tensorrt_api_usage as api
+
+SNAPSHOTS = {".".join(map(str, k)): v for k, v in api.load_snapshots()["tensorrt"].items()}
+RELEASES = sorted(SNAPSHOTS, key=lambda r: tuple(map(int, r.split("."))))[-2:]  # newest 10.x and 11.x
+TESTS_DIR = str(Path(__file__).resolve().parent)
 
 H, W, D = 32, 16, 512
 GPU = tc.GPU(0, "NVIDIA Fake", 8, 9)
@@ -122,7 +134,8 @@ class FakeEngine:
         return ("input", "features")[i]
 
     def get_tensor_mode(self, name):
-        return FakeTRT.TensorIOMode.INPUT if name == "input" else FakeTRT.TensorIOMode.OUTPUT
+        modes = sys.modules["tensorrt"].TensorIOMode
+        return modes.INPUT if name == "input" else modes.OUTPUT
 
     def get_tensor_dtype(self, name):
         return np.float32
@@ -140,18 +153,16 @@ class FakeEngine:
 class FakeTRT(types.ModuleType):
     __version__ = "10.3.0.26"
 
-    class TensorIOMode(enum.Enum):
-        INPUT = 1
-        OUTPUT = 2
-
     class Logger:
         WARNING = 2
 
         def __init__(self, level=None):
             pass
 
-    def __init__(self):
+    def __init__(self, snapshot=None):
         super().__init__("tensorrt")
+        for name, value in _trt_enums(snapshot or SNAPSHOTS[RELEASES[-1]]).items():
+            setattr(self, name, value)
 
     @staticmethod
     def nptype(dtype):
@@ -177,7 +188,48 @@ def fakes(monkeypatch):
                       ("cuda.bindings.runtime", cudart)):
         monkeypatch.setitem(sys.modules, name, mod)
     monkeypatch.setattr(tc, "cuda_gpus", lambda: (GPU,))
+    for fake, real in ((FakeContext, "IExecutionContext"), (FakeEngine, "ICudaEngine"), (FakeTRT.Runtime, "Runtime")):
+        _strict(monkeypatch, fake, SNAPSHOTS[RELEASES[-1]], real)
     return cudart
+
+
+class _Enum:
+    def __init__(self, *names):
+        for n in names:
+            setattr(self, n, n)
+
+
+def _trt_enums(snapshot) -> dict:
+    """The stand-in module's enums and subclassable bases, as the real release has them (names only)."""
+    names = snapshot["names"]
+    out = {n: _Enum(*e["members"]) for n, e in names.items() if e["kind"] == "enum"}
+    for base in ("IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator", "IProgressMonitor"):
+        if base in names:
+            out[base] = type(base, (_Base,), {})
+    return out
+
+
+def _strict(monkeypatch, fake_cls, snapshot, real_name):
+    """Project code (anything outside tests/) may only touch the attributes the real class has in this release;
+    the stand-in's own bookkeeping stays free."""
+    real = set(snapshot["names"][real_name]["members"])
+    label = f"TensorRT {snapshot['version']} {real_name}"
+
+    def check(name):
+        if not name.startswith("_") and name not in real \
+                and not sys._getframe(2).f_code.co_filename.startswith(TESTS_DIR):
+            raise AttributeError(f"{label} has no attribute {name!r}")
+
+    def getattribute(self, name):
+        check(name)
+        return object.__getattribute__(self, name)
+
+    def setattr_(self, name, value):
+        check(name)
+        object.__setattr__(self, name, value)
+
+    monkeypatch.setattr(fake_cls, "__getattribute__", getattribute)
+    monkeypatch.setattr(fake_cls, "__setattr__", setattr_)
 
 
 def _engine(tmp_path, lo=1, hi=8, **extra):
@@ -332,12 +384,6 @@ def test_concurrent_threads_share_one_embedder(fakes, tmp_path):
 
 # ------------------------------------------------------------------------------------------- the build path
 
-class _Enum:
-    def __init__(self, *names):
-        for n in names:
-            setattr(self, n, n)
-
-
 class FakeLayer:
     def __init__(self, ltype, name):
         self.type, self.name, self.precision, self.out_types = ltype, name, None, {}
@@ -472,17 +518,29 @@ class _Base:
         pass
 
 
-def _builder_api(trt):
+@pytest.fixture(params=RELEASES)
+def release(request):
+    """The TensorRT release whose real API the build stand-ins take on: newest 10.x and newest 11.x."""
+    return request.param
+
+
+def _builder_api(trt, monkeypatch, release):
+    """The build half of the stand-in module, shaped like `release`: its enums, its calibrator / monitor bases
+    (11 has no calibrators), its version; project code touching what the release lacks fails."""
+    snap = SNAPSHOTS[release]
+    for base in ("IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator", "IProgressMonitor"):
+        if hasattr(trt, base):
+            delattr(trt, base)
+    for name, value in _trt_enums(snap).items():
+        setattr(trt, name, value)
+    trt.__version__ = snap["version"]
     trt.Builder, trt.OnnxParser = FakeBuilder, FakeParser
-    trt.OnnxParserFlag = _Enum("NATIVE_INSTANCENORM")
-    trt.BuilderFlag = _Enum("FP16", "INT8", "TF32", "PREFER_PRECISION_CONSTRAINTS", "GPU_FALLBACK")
-    trt.MemoryPoolType = _Enum("WORKSPACE")
-    trt.ProfilingVerbosity = _Enum("DETAILED")
     trt.float32, trt.float16 = "float32", "float16"
-    trt.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (_Base,), {})
-    trt.IInt8MinMaxCalibrator = type("IInt8MinMaxCalibrator", (_Base,), {})
-    trt.IProgressMonitor = type("IProgressMonitor", (_Base,), {})
     trt.Logger.VERBOSE, trt.Logger.ERROR = 4, 1
+    for fake, real in ((FakeBuilder, "Builder"), (FakeConfig, "IBuilderConfig"), (FakeNetwork, "INetworkDefinition"),
+                       (FakeLayer, "ILayer"), (FakeParser, "OnnxParser"), (FakeProfile, "IOptimizationProfile")):
+        _strict(monkeypatch, fake, snap, real)
+    return release.startswith("11.")
 
 
 def _fake_onnx(model, path, *, meta=None, **_):
@@ -513,11 +571,11 @@ def small_model(monkeypatch):
     return build_model("osnet_ain_x0_25", input_size=(H, W)).eval()
 
 
-def test_export_builds_through_the_builder_api(fakes, tmp_path, small_model, monkeypatch):
+def test_export_builds_through_the_builder_api(fakes, tmp_path, small_model, monkeypatch, release):
     from osnet_edge.export.api import export_model
 
     trt = sys.modules["tensorrt"]
-    _builder_api(trt)
+    strong = _builder_api(trt, monkeypatch, release)
     monkeypatch.setenv("OSNET_EDGE_CACHE", str(tmp_path / "cache"))
     for run in (1, 2):
         res = export_model(small_model, "trt", str(tmp_path / "out") + "/", half=True, max_batch=8, verify=False,
@@ -525,23 +583,30 @@ def test_export_builds_through_the_builder_api(fakes, tmp_path, small_model, mon
         assert res.path.name == f"osnet_ain_x0_25_{H}x{W}_fp16.engine" and res.path.read_bytes() == b"FAKE\x01\x08"
     b = FakeBuilder.last
     cfg = b.config
-    assert cfg.flags == {"FP16", "PREFER_PRECISION_CONSTRAINTS"} and cfg.pool == {"WORKSPACE": int(1.5 * 2 ** 30)}
+    assert cfg.pool == {"WORKSPACE": int(1.5 * 2 ** 30)}
     assert cfg.profiles[0].shapes[1:] == ([1, 3, H, W], [4, 3, H, W], [8, 3, H, W])
     norm = [layer for layer in b.network.layers if layer.type.endswith("NORMALIZATION")]
-    assert norm and all(layer.precision == "float32" and layer.out_types == {0: "float32"} for layer in norm)
-    assert all(layer.precision is None for layer in b.network.layers if layer not in norm)
+    if strong:  # 11.x: no FP16 flag; the parsed graph is FP16 itself, InstanceNorm between FP32 Casts
+        assert cfg.flags == set() and all(layer.precision is None for layer in b.network.layers)
+        casts = [layer.name for layer in b.network.layers if layer.type == "LayerType.Cast"]
+        assert len(norm) == 2 and sum("_fp32_in0" in c for c in casts) == 2 and sum(c.endswith("_fp32_out_to_fp16") for c in casts) == 2
+    else:
+        assert cfg.flags == {"FP16", "PREFER_PRECISION_CONSTRAINTS"}
+        assert norm and all(layer.precision == "float32" and layer.out_types == {0: "float32"} for layer in norm)
+        assert all(layer.precision is None for layer in b.network.layers if layer not in norm)
     assert cfg.cache_blob == b"+timed", "the second build must reuse the first build's timing cache"
     meta = tc.read_sidecar(res.path)
     assert meta.precision == "fp16" and meta.input_format == "float_nchw"
+    assert meta.extra["tensorrt_version"] == trt.__version__ and meta.extra["strongly_typed"] is strong
     assert meta.extra["fp32_layers"] == len(norm) and meta.extra["workspace_gib"] == 1.5
     assert meta.extra["profile"]["opt"] == [4, 3, H, W] and meta.extra["compute_capability"] == "8.9"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [res.path.name, res.path.name + ".json"]
 
 
-def test_fp32_build_turns_tf32_off(fakes, tmp_path, small_model, monkeypatch):
+def test_fp32_build_turns_tf32_off(fakes, tmp_path, small_model, monkeypatch, release):
     from osnet_edge.export.api import export_model
 
-    _builder_api(sys.modules["tensorrt"])
+    _builder_api(sys.modules["tensorrt"], monkeypatch, release)
     export_model(small_model, "trt", tmp_path / "m.engine", verify=False, timing_cache=False, quiet=True)
     cfg = FakeBuilder.last.config
     assert cfg.flags == set() and cfg.cleared == {"TF32"} and cfg.cache_blob is None
@@ -549,10 +614,11 @@ def test_fp32_build_turns_tf32_off(fakes, tmp_path, small_model, monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:calibration set generated")  # 40 crops: small on purpose
-def test_int8_build_calibrates_and_writes_cache_and_fidelity(fakes, tmp_path, small_model, monkeypatch):
+@pytest.mark.parametrize("release", RELEASES[:1])  # implicit calibration: 10.x only (11 removed it)
+def test_int8_build_calibrates_and_writes_cache_and_fidelity(fakes, tmp_path, small_model, monkeypatch, release):
     from osnet_edge.export.api import export_model
 
-    _builder_api(sys.modules["tensorrt"])
+    _builder_api(sys.modules["tensorrt"], monkeypatch, release)
     monkeypatch.setenv("OSNET_EDGE_CACHE", str(tmp_path / "cache"))
     res = export_model(small_model, "trt", tmp_path / "q.engine", int8=True, calib="generated:40", max_batch=8,
                        verify=False, calib_size=40, holdout_size=16, min_cosine=-1.0, min_top1=0.0,
@@ -571,10 +637,10 @@ def test_int8_build_calibrates_and_writes_cache_and_fidelity(fakes, tmp_path, sm
     assert not fakes.live, "the calibrator's device buffer (or a backend's) was not freed"
 
 
-def test_failed_build_leaves_nothing(fakes, tmp_path, small_model, monkeypatch):
+def test_failed_build_leaves_nothing(fakes, tmp_path, small_model, monkeypatch, release):
     from osnet_edge.export.api import export_model
 
-    _builder_api(sys.modules["tensorrt"])
+    _builder_api(sys.modules["tensorrt"], monkeypatch, release)
     monkeypatch.setattr(FakeBuilder, "build_serialized_network", lambda self, n, c: None)
     with pytest.raises(ArtifactError, match="failed to build the fp16 engine"):
         export_model(small_model, "trt", tmp_path / "x.engine", half=True, verify=False, timing_cache=False,
@@ -582,14 +648,14 @@ def test_failed_build_leaves_nothing(fakes, tmp_path, small_model, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_engine_from_onnx_without_torch_path(fakes, tmp_path):
+def test_engine_from_onnx_without_torch_path(fakes, tmp_path, monkeypatch, release):
     """The Jetson path: an osnet-export ONNX (metadata inside) -> engine + sidecar, renamed when built."""
     import onnx
 
     from osnet_edge.export.tensorrt import engine_from_onnx
     from osnet_edge.metadata import META_KEY
 
-    _builder_api(sys.modules["tensorrt"])
+    _builder_api(sys.modules["tensorrt"], monkeypatch, release)
     src = _fake_onnx(None, tmp_path / "m.onnx")
     proto = onnx.load(str(src))
     entry = proto.metadata_props.add()
@@ -603,10 +669,10 @@ def test_engine_from_onnx_without_torch_path(fakes, tmp_path):
     assert meta.precision == "fp16" and meta.arch == "osnet_x0_25" and meta.extra["profile"]["max"][0] == 4
 
 
-def test_onnx_parse_errors_name_the_node(fakes, tmp_path, small_model, monkeypatch):
+def test_onnx_parse_errors_name_the_node(fakes, tmp_path, small_model, monkeypatch, release):
     from osnet_edge.export.api import export_model
 
-    _builder_api(sys.modules["tensorrt"])
+    _builder_api(sys.modules["tensorrt"], monkeypatch, release)
 
     class Err:
         def node_name(self):
@@ -623,3 +689,107 @@ def test_onnx_parse_errors_name_the_node(fakes, tmp_path, small_model, monkeypat
     with pytest.raises(ArtifactError, match=r"could not parse .*node /conv9/Conv \(Conv\): unsupported dilation"):
         export_model(small_model, "trt", tmp_path / "x.engine", verify=False, timing_cache=False, quiet=True)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------- TensorRT 11: strongly typed
+
+def _osnet_onnx(path, qdq=False):
+    """_fake_onnx with osnet-export's metadata (what engine_from_onnx reads), optionally with Q/DQ nodes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from osnet_edge.metadata import META_KEY
+
+    _fake_onnx(None, path)
+    proto = onnx.load(str(path))
+    if qdq:
+        scale = helper.make_tensor("scale", TensorProto.FLOAT, [], [0.02])
+        zero = helper.make_tensor("zero", TensorProto.INT8, [], [0])
+        proto.graph.initializer.extend([scale, zero])
+        first = proto.graph.node[0]
+        first.input[0] = "input_dq"
+        nodes = [helper.make_node("QuantizeLinear", ["input", "scale", "zero"], ["input_q"], name="q0"),
+                 helper.make_node("DequantizeLinear", ["input_q", "scale", "zero"], ["input_dq"], name="dq0")]
+        rest = list(proto.graph.node)
+        del proto.graph.node[:]
+        proto.graph.node.extend(nodes + rest)
+    entry = proto.metadata_props.add()
+    entry.key = META_KEY
+    entry.value = ModelMeta(arch="osnet_x0_25", width=0.25, input_size=(H, W)).to_json()
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.mark.parametrize("release", RELEASES[-1:])
+def test_tensorrt11_int8_comes_from_the_qdq_onnx(fakes, tmp_path, monkeypatch, release):
+    """11.x has no calibrator: a Q/DQ ONNX builds with no precision flag and no calibration cache; an ONNX
+    without Q/DQ and without crops, or a calibration cache, is refused in one line naming the way out."""
+    from osnet_edge.errors import ModelConfigError
+    from osnet_edge.export.tensorrt import engine_from_onnx
+
+    assert _builder_api(sys.modules["tensorrt"], monkeypatch, release)
+    src = _osnet_onnx(tmp_path / "q.onnx", qdq=True)
+    path = engine_from_onnx(src, tmp_path, int8=True, max_batch=4, verify=False, timing_cache=False, quiet=True)
+    cfg = FakeBuilder.last.config
+    assert cfg.flags == set() and cfg.int8_calibrator is None and cfg.cal_profile is None
+    assert [layer.type for layer in FakeBuilder.last.network.layers[:2]] == ["LayerType.QuantizeLinear",
+                                                                              "LayerType.DequantizeLinear"]
+    meta = tc.read_sidecar(path)
+    assert meta.precision == "int8" and meta.extra["calibrator"] == "explicit (Q/DQ ONNX)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["q.onnx", path.name, path.name + ".json"])
+
+    (tmp_path / "plain").mkdir()
+    plain = _osnet_onnx(tmp_path / "plain" / "p.onnx")
+    with pytest.raises(ModelConfigError, match=r"^TensorRT 11 builds INT8 engines from a Q/DQ ONNX") as err:
+        engine_from_onnx(plain, int8=True, verify=False, timing_cache=False, quiet=True)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ModelConfigError, match=r"TensorRT 11\.4\.0\.106 has no INT8 calibrator.*--calib-cache"):
+        engine_from_onnx(src, int8=True, calib_cache=tmp_path / "old.calib", verify=False, timing_cache=False,
+                         quiet=True)
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["p.onnx"], "a refused build leaves nothing"
+
+
+@pytest.mark.filterwarnings("ignore:calibration set generated")
+@pytest.mark.parametrize("release", RELEASES[-1:])
+def test_tensorrt11_int8_export_quantizes_the_onnx_first(fakes, tmp_path, small_model, monkeypatch, release):
+    """osnet-export --format trt --int8 --calib on 11.x: the Q/DQ ONNX writer runs (explicit quantization),
+    TensorRT gets its graph, and the fidelity report names the explicit method."""
+    import json
+
+    from osnet_edge.export import api
+
+    _builder_api(sys.modules["tensorrt"], monkeypatch, release)
+    calls = []
+
+    def qdq_writer(model, path, meta, *, calib=None, **options):
+        calls.append({"crops": len(calib), **{k: options.get(k) for k in ("method", "half", "int8")}})
+        return [_osnet_onnx(path, qdq=True)]
+
+    monkeypatch.setitem(api.INT8_WRITERS, "onnx", qdq_writer)
+    res = api.export_model(small_model, "trt", tmp_path / "q.engine", int8=True, calib="generated:40", max_batch=8,
+                           verify=False, calib_size=40, holdout_size=16, min_cosine=-1.0, min_top1=0.0,
+                           calib_method="minmax", timing_cache=False, quiet=True)
+    assert calls == [{"crops": 40, "method": "minmax", "half": False, "int8": True}]
+    assert FakeBuilder.last.config.flags == set() and FakeBuilder.last.calibrated == 0
+    assert sorted(p.name for p in res.files) == ["q.engine", "q.engine.json", "q.fidelity.json"]
+    assert tc.read_sidecar(res.path).extra["strongly_typed"] is True
+    assert json.loads((tmp_path / "q.fidelity.json").read_text())["calibration"]["method"] == "explicit Q/DQ"
+
+
+def test_stand_ins_refuse_what_the_release_lacks(fakes, monkeypatch):
+    """The teeth of the stand-ins: code outside tests/ touching what TensorRT 11's IBuilderConfig / ILayer lack
+    fails as it would on the real module, while 10.x's stand-in still offers it."""
+    trt = sys.modules["tensorrt"]
+    _builder_api(trt, monkeypatch, RELEASES[-1])
+    elsewhere = "/osnet_edge_project/export/anything.py"  # any path outside tests/
+    config, layer = FakeConfig(), FakeLayer("LayerType.CONVOLUTION", "conv")
+    for code, what in (("config.int8_calibrator = None", "int8_calibrator"), ("layer.precision", "precision"),
+                       ("config.set_calibration_profile(None)", "set_calibration_profile"),
+                       ("trt.BuilderFlag.FP16", "FP16"), ("trt.IInt8EntropyCalibrator2", "IInt8EntropyCalibrator2")):
+        with pytest.raises(AttributeError, match=what):
+            exec(compile(code, elsewhere, "exec"), {"config": config, "layer": layer, "trt": trt})
+    exec(compile("config.set_flag(trt.BuilderFlag.TF32); layer.type", elsewhere, "exec"),
+         {"config": config, "layer": layer, "trt": trt})
+    _builder_api(trt, monkeypatch, RELEASES[0])
+    exec(compile("config.int8_calibrator = None; layer.precision; trt.BuilderFlag.FP16", elsewhere, "exec"),
+         {"config": config, "layer": layer, "trt": trt})

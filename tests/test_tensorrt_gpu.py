@@ -86,19 +86,26 @@ def test_engine_builds_verifies_and_embeds(arch, half, need, crops, workdir):
         np.testing.assert_allclose(single, feats[[0, 7, 18]], atol=2e-3 if half else 1e-5)
 
 
-def test_int8_engine_with_calibration_cache_and_fidelity(workdir):
+def test_int8_engine_with_fidelity_report(workdir):
+    """10.x: TensorRT's calibrator (cache beside the engine); 11.x: the Q/DQ ONNX (no calibrator, no flags)."""
+    strong = not hasattr(trt.BuilderFlag, "FP16")
     model = _model("osnet_x0_25")
     out = workdir / "x025_int8.engine"
     res = export_model(model, "trt", out, int8=True, calib="generated:128", max_batch=MAX_BATCH,
                        batch_sizes=(1, MAX_BATCH - 1), quiet=True, holdout_size=64, calib_size=128)
     names = {p.name for p in res.files}
-    assert {"x025_int8.engine", "x025_int8.engine.json", "x025_int8.engine.calib", "x025_int8.fidelity.json"} <= names
+    assert {"x025_int8.engine", "x025_int8.engine.json", "x025_int8.fidelity.json"} <= names
+    assert ("x025_int8.engine.calib" in names) is not strong
     assert res.parity["min_cos"] >= 0.98
     fid = json.loads((workdir / "x025_int8.fidelity.json").read_text())
     assert fid["generated"] is True and fid["cosine_mean"] >= 0.98
     meta = read_sidecar(res.path)
-    assert "INT8" in meta.extra["builder_flags"] and "FP16" in meta.extra["builder_flags"]
-    assert meta.extra["calibrator"] == "entropy"
+    assert meta.extra["strongly_typed"] is strong
+    if strong:
+        assert meta.extra["builder_flags"] == [] and meta.extra["calibrator"] == "explicit (Q/DQ ONNX)"
+    else:
+        assert "INT8" in meta.extra["builder_flags"] and "FP16" in meta.extra["builder_flags"]
+        assert meta.extra["calibrator"] == "entropy"
 
 
 def test_backend_rejects_out_of_profile_batches_and_wrong_shapes(workdir, crops):

@@ -107,6 +107,29 @@ def test_cli_flags_override_recipe():
     assert cfg.augment == ("flip", "color_jitter") and cfg.weight_t == 0.5 and cfg.fixbase_epochs == 10
 
 
+def test_help_shows_what_runs():
+    from osnet_edge.training.cli import build_train_parser
+    from osnet_edge.training.data import default_workers
+
+    text = " ".join(build_train_parser().format_help().split())
+    assert "(default: None)" not in text
+    assert "--lr LR (default: 0.065)" in text and "(default: 150,225,300)" in text
+    assert f"(default: {default_workers()}, from this machine's CPU cores)" in text
+
+
+@pytest.mark.parametrize("cores, workers", [(1, 0), (2, 1), (3, 2), (16, 4)])
+def test_loader_workers_sized_from_cores(monkeypatch, cores, workers):
+    import os
+
+    from osnet_edge.training.engine import as_run
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert as_run(make_config(data=["market1501:/d"])).workers == workers
+    assert as_run(make_config(data=["market1501:/d"], workers=3)).workers == 3  # asked for: kept
+    assert as_run(make_config(data=["market1501:/d"], lr=0.01)).recipe == "paper-scratch"
+    assert as_run(make_config("paper-finetune", data=["market1501:/d"])).recipe == "paper-finetune"
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -190,6 +213,9 @@ def test_end_to_end_train_resume_evaluate_export(tmp_path):
 
 
 def test_cli_train_and_eval(tiny, tmp_path, capsys):
+    import json
+    import shutil
+
     from osnet_edge.training.cli import eval_main, train_main
 
     out = tmp_path / "cli"
@@ -197,10 +223,24 @@ def test_cli_train_and_eval(tiny, tmp_path, capsys):
                      "--epochs", "1", "--batch-size", "16", "--optimizer", "amsgrad", "--lr", "0.003",
                      "--workers", "1", "--threads", "1", "--output", str(out), "--no-progress"])
     assert rc == 0 and (out / "model-best.pth").is_file()
-    rc = eval_main(["--data", f"market1501:{tiny}", "--weights", str(out / "model-best.pth"), "--threads", "1",
+    # what ran: no --recipe means TrainConfig's values, which are paper-scratch's; flags override them
+    ran = json.loads((out / "config.json").read_text())
+    assert ran["recipe"] == "paper-scratch" and ran["workers"] == 1 and ran["optimizer"] == "amsgrad"
+    capsys.readouterr()
+    # evaluation needs no training split: a test-only copy of the dataset is enough
+    test_only = tmp_path / "test_only"
+    for split in ("query", "bounding_box_test"):
+        shutil.copytree(tiny / split, test_only / split)
+    rc = eval_main(["--data", f"market1501:{test_only}", "--weights", str(out / "model-best.pth"), "--threads", "1",
                     "--json", str(tmp_path / "eval.json"), "--no-progress"])
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert rc == 0 and "rank-1" in text and "mAP" in text and (tmp_path / "eval.png").is_file()
+    assert "classifier" not in captured.err  # evaluation never needs the training classifier: nothing to say
+    # where the weights came from, shown and recorded
+    assert "model-best.pth sha256:" in text and "(osnet-train, epoch 1)" in text
+    prov = json.loads((tmp_path / "eval.json").read_text())[0]["provenance"][str(out / "model-best.pth")]
+    assert prov["trained"] is True and prov["init"] == "random init" and prov["data"] == [f"market1501:{tiny}"]
     assert train_main(["--data", f"market1501:{tmp_path / 'missing'}", "--output", str(out)]) == 2
     assert "folder not found" in capsys.readouterr().err
 

@@ -122,19 +122,17 @@ def build_model(name: str | None = None, *, width: float | None = None, family: 
     """Build an OSNet variant by torchreid name or by width multiplier β.
 
     weights: a torchreid checkpoint (model zoo or training) or one of ours. Ours carry their
-    architecture, so build_model(weights=path) alone rebuilds the network it was saved from.
+    architecture and torchreid's is inferred from the state_dict (checkpoint.infer_arch), so
+    build_model(weights=path) alone rebuilds the network a file was saved from.
     """
     meta = None
     if weights is not None and name is None and width is None:
-        from ..checkpoint import read_checkpoint_meta
+        from ..checkpoint import checkpoint_arch
 
-        meta = read_checkpoint_meta(weights)
-        if meta is None:
-            raise ModelConfigError(
-                f"{weights} carries no architecture (a torchreid file?): pass the variant, "
-                f"e.g. build_model('osnet_x0_25', weights=...)"
-            )
-        name = meta.get("arch")
+        # ours carry their architecture; a torchreid file's is read from its key names and shapes
+        name, meta = checkpoint_arch(weights)
+        if family is not None:  # the family was named: keep the file's width only
+            name, width = None, parse_arch(name)[1]
     arch, cfg = model_config(name, width, family)
     if num_classes < 0:
         raise ModelConfigError(f"num_classes must be >= 0, got {num_classes}")
@@ -143,8 +141,9 @@ def build_model(name: str | None = None, *, width: float | None = None, family: 
     model.width = parse_arch(arch)[1]
     size = input_size or (meta or {}).get("input_size") or DEFAULT_INPUT_SIZE
     model.input_size = check_input_size(size)
-    if weights is not None:
-        from ..checkpoint import load_checkpoint
+    from ..checkpoint import RANDOM_INIT, load_checkpoint
 
+    model.provenance = dict(RANDOM_INIT)  # load_checkpoint replaces it with the file's
+    if weights is not None:
         load_checkpoint(model, weights)
     return model

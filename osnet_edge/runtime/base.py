@@ -45,6 +45,9 @@ class Backend:
     # batch limits of the artifact (TensorRT profiles); None = any
     min_batch = 1
     max_batch: int | None = None
+    # the float precision the backend really computes in ("fp32", "fp16", "bf16"), read from the engine where
+    # it can say; None: the artifact's declared precision. Never below what the artifact declares unless asked.
+    execution_precision: str | None = None
 
     def __init__(self, path, device=None, threads=None, **options):
         self.path = Path(path)

@@ -7,10 +7,12 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError
 from ..metadata import ModelMeta
-from ..preprocess import crop_boxes, to_batch
+from ..preprocess import as_crops, crop_boxes, to_batch
 from .base import backend_class
 
 DEFAULT_BATCH = 32
+# an explicit lower execution precision is used only if it keeps this min cosine against the declared one
+REDUCED_PRECISION_MIN_COS = {"bf16": 0.99, "fp16": 0.999}
 
 
 class Embedder:
@@ -24,13 +26,19 @@ class Embedder:
     batch_size: crops per backend call (large inputs are split); None = 32 or the engine's max batch.
     threads: CPU threads for the backend; None = the backend's default.
     input_size: (H, W), only for artifacts without osnet-edge metadata.
+    precision: None computes at the artifact's declared precision on every backend and CPU (OpenVINO's
+    bf16/f16 defaults are overridden); "bf16" (OpenVINO on an AVX-512 BF16/AMX CPU) or "fp16" is an explicit
+    choice, shown in repr() as what executes.
     Further keyword options go to the backend (e.g. OpenVINO's hint="throughput").
 
     Thread safety: one Embedder may be shared by threads. Backends that are not safe to call
     concurrently (flag thread_safe False) are serialised by a lock; results are identical either way.
     """
 
-    def __init__(self, path, device=None, batch_size=None, threads=None, input_size=None, **backend_options):
+    def __init__(self, path, device=None, batch_size=None, threads=None, input_size=None, precision=None,
+                 **backend_options):
+        if precision is not None:
+            backend_options["precision"] = precision  # only backends that can honour it accept it
         self._attach(backend_class(path)(path, device=device, threads=threads, **backend_options), batch_size,
                      input_size)
 
@@ -71,13 +79,21 @@ class Embedder:
     def feature_dim(self) -> int:
         return self.meta.feature_dim
 
+    @property
+    def execution_precision(self) -> str:
+        """The float precision the backend computes in (for INT8 artifacts: of the layers left in float)."""
+        declared = "fp32" if self.meta.precision == "int8" else self.meta.precision
+        return self.backend.execution_precision or declared
+
     def preprocess(self, crops) -> np.ndarray:
         """The artifact's input for these crops (the one preprocessing, with the artifact's settings)."""
         m = self.meta
         return to_batch(crops, m.input_size, m.mean, m.std, m.color_order, m.input_format)
 
     def embed(self, crops) -> np.ndarray:
-        """crops: list of HxWx3 uint8 BGR images (any sizes; HxW and HxWx4 converted) or an NHWC uint8 array."""
+        """crops: list of HxWx3 uint8 BGR images (any sizes; HxW and HxWx4 converted), an NHWC uint8 array,
+        or one image (an HxWx3 array is one crop: the result is (1, D))."""
+        crops = as_crops(crops)
         n = len(crops)
         if n == 0:
             return np.zeros((0, self.feature_dim), np.float32)
@@ -92,7 +108,8 @@ class Embedder:
         return l2_normalize(out)
 
     def embed_frame(self, frame, boxes) -> np.ndarray:
-        """Embed the xyxy boxes of one BGR frame (boxes are clipped to the frame)."""
+        """Embed the boxes of one uint8 BGR frame: (N, 4) xyxy, or a detector's (N, 5+) rows whose first four
+        columns are xyxy (score, class ignored). Boxes are clipped to the frame."""
         return self.embed(crop_boxes(frame, boxes))
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
@@ -114,6 +131,22 @@ class Embedder:
             parts.append(np.asarray(feats, np.float32).reshape(len(part), -1)[:real])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    def check_precision(self, crops) -> float:
+        """Min cosine of this Embedder's embeddings against the same artifact at its declared precision, on
+        `crops` (use real crops of your cameras). Raises ArtifactError below REDUCED_PRECISION_MIN_COS for the
+        executed precision; at the declared precision there is nothing to compare and 1.0 comes back."""
+        declared = "fp32" if self.meta.precision == "int8" else self.meta.precision
+        if self.execution_precision == declared:
+            return 1.0
+        with Embedder(self.backend.path, device=self.backend.device, batch_size=self.batch_size) as ref:
+            a, b = self.embed(crops), ref.embed(crops)
+        worst = float((a * b).sum(1).min())
+        need = REDUCED_PRECISION_MIN_COS.get(self.execution_precision, 0.99)
+        if worst < need:
+            raise ArtifactError(f"{self.backend.path.name} executed in {self.execution_precision}: min cosine "
+                                f"{worst:.5f} against {declared} on {len(a)} crops < {need}; keep {declared}")
+        return worst
+
     def close(self):
         self.backend.close()
 
@@ -126,7 +159,9 @@ class Embedder:
     def __repr__(self):
         m = self.meta
         return (f"Embedder({str(self.backend.path)!r}, backend={self.backend.describe()}, arch={m.arch}, "
-                f"input={m.input_size[0]}x{m.input_size[1]}, precision={m.precision}, batch_size={self.batch_size})")
+                f"input={m.input_size[0]}x{m.input_size[1]}, precision={m.precision}, "
+                f"executes={self.execution_precision}, batch_size={self.batch_size}, "
+                f"provenance={m.provenance_line()!r})")
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

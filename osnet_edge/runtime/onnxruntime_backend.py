@@ -22,7 +22,7 @@ class OnnxRuntimeBackend(Backend):
     thread_safe = True  # InferenceSession.run may be called concurrently (ORT documents it)
 
     def __init__(self, path, device=None, threads=None, graph_optimization="all", providers=None,
-                 trt_cache_dir=None, **options):
+                 trt_cache_dir=None, precision=None, **options):
         super().__init__(path, device, threads)
         ort = require("onnxruntime", "the ONNX Runtime backend")
         available = ort.get_available_providers()
@@ -38,6 +38,8 @@ class OnnxRuntimeBackend(Backend):
             if dev == "tensorrt" and trt_cache_dir:
                 providers[0] = (providers[0], {"trt_engine_cache_enable": True,
                                                "trt_engine_cache_path": str(trt_cache_dir)})
+            # the CUDA provider computes float32 convolutions in TF32 (10-bit mantissa) by default
+            providers = [(p, {"use_tf32": "0"}) if p == "CUDAExecutionProvider" else p for p in providers]
         self.device = dev
         so = ort.SessionOptions()
         levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -72,6 +74,13 @@ class OnnxRuntimeBackend(Backend):
         self.feature_dim = out_shape[-1] if isinstance(out_shape[-1], int) else 512
         if isinstance(self.input_shape[0], int) and self.input_shape[0] > 0:  # a static-batch export
             self.min_batch = self.max_batch = self.input_shape[0]
+        # ORT runs a graph at the precision it was written in (INT8 graphs: float parts in fp32)
+        declared = "fp16" if self.meta is not None and self.meta.precision == "fp16" else "fp32"
+        if precision not in (None, declared):
+            raise ArtifactError(f"{self.path.name}: ONNX Runtime executes this graph in {declared}, as written; it "
+                                f"has no {precision} mode. For bf16 on a CPU use the OpenVINO IR "
+                                f"(Embedder('model.xml', precision='bf16'))")
+        self.execution_precision = declared
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         if batch.dtype != self.input_dtype:
@@ -80,7 +89,7 @@ class OnnxRuntimeBackend(Backend):
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
     def describe(self) -> str:
-        return f"onnxruntime {self.session.get_providers()[0]}"
+        return f"onnxruntime {self.session.get_providers()[0]} executes={self.execution_precision}"
 
     def close(self):
         self.session = None

@@ -55,7 +55,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     thread_safe = False  # one IExecutionContext: concurrent enqueue on it is undefined
 
-    def __init__(self, path, device=None, threads=None, **options):
+    def __init__(self, path, device=None, threads=None, precision=None, **options):
         super().__init__(path, device, threads)
         # the GPU first: on a CPU box this is the one line users see, whatever is installed
         trt, self.gpu = import_tensorrt("the TensorRT backend", device)
@@ -66,6 +66,11 @@ class TensorRTBackend(Backend):
         cuda_call(cudart, "cudaSetDevice", self._index)
 
         self.meta = read_sidecar(self.path)
+        self.execution_precision = _built_precision(self.meta)
+        if precision not in (None, self.execution_precision):
+            raise ArtifactError(f"{self.path.name}: a TensorRT engine computes in the precision it was built for "
+                                f"({self.execution_precision}), not {precision}; build another engine "
+                                f"(osnet-export --format trt, --half for fp16)")
         for w in check_engine_compatible(self.meta, trt.__version__, self.gpu, self.path):
             warnings.warn(w, stacklevel=2)
 
@@ -176,7 +181,8 @@ class TensorRTBackend(Backend):
 
     # ----------------------------------------------------------------------------------------- lifecycle
     def describe(self) -> str:
-        return (f"{self.name} {self._trt.__version__} ({self.gpu.name}, batch {self.min_batch}-{self.max_batch})")
+        return (f"{self.name} {self._trt.__version__} ({self.gpu.name}, batch {self.min_batch}-{self.max_batch}) "
+                f"executes={self.execution_precision}")
 
     def _free_buffers(self):
         for buf in self._buffers.values():
@@ -199,3 +205,13 @@ class TensorRTBackend(Backend):
             self.close()
         except Exception:
             pass
+
+
+def _built_precision(meta) -> str | None:
+    """The float precision an engine computes in: its own for FP32/FP16; for INT8, the float layers run FP16
+    in a weakly typed (TensorRT 10) build, which sets the FP16 fallback flag, and FP32 in a strongly typed one."""
+    if meta is None:
+        return None
+    if meta.precision != "int8":
+        return meta.precision
+    return "fp32" if meta.extra.get("strongly_typed") else "fp16"

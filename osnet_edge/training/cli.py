@@ -15,7 +15,8 @@ import argparse
 import json
 import sys
 
-from ..errors import OsnetEdgeError
+from ..deps import require
+from ..errors import MissingDependencyError, OsnetEdgeError
 
 
 def _csv(text):
@@ -25,8 +26,8 @@ def _csv(text):
 def build_train_parser() -> argparse.ArgumentParser:
     from .recipes import RECIPES
 
-    p = argparse.ArgumentParser(prog="osnet-train", description="Train OSNet for person re-ID (flags override the recipe).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="osnet-train", description="Train OSNet for person re-ID (flags override the "
+                                "recipe; the defaults shown are what runs without --recipe: paper-scratch's values).")
     d = p.add_argument_group("data")
     d.add_argument("--data", action="append", required=True, metavar="NAME:PATH",
                    help="training dataset, repeatable: market1501, dukemtmcreid, msmt17, cuhk03, cuhk03_labeled, generic")
@@ -37,7 +38,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     g = m.add_mutually_exclusive_group()
     g.add_argument("--arch", help="osnet_x1_0, osnet_x0_75, osnet_x0_5, osnet_x0_25, osnet_ibn_x1_0, osnet_ain_x*")
     g.add_argument("--width", type=float, help="width multiplier beta in (0, 1] (plain OSNet)")
-    m.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="input height and width (256 128)")
+    m.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="input height and width")
     m.add_argument("--weights", help="initial weights (torchreid zoo / ImageNet / ours); classifier is re-initialised")
     r = p.add_argument_group("recipe and optimisation")
     r.add_argument("--recipe", choices=sorted(RECIPES), help="named recipe with the paper's values")
@@ -76,7 +77,25 @@ def build_train_parser() -> argparse.ArgumentParser:
     o.add_argument("--keep-every", type=int, help="also keep checkpoint-epochN.pth every N epochs")
     o.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     o.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
+    _show_defaults(p)
     return p
+
+
+def _show_defaults(parser) -> None:
+    """Append '(default: X)' with what runs when a flag is omitted: TrainConfig's value, not argparse's None."""
+    from .data import default_workers
+    from .recipes import TrainConfig
+
+    defaults = TrainConfig().to_dict()
+    defaults["workers"] = f"{default_workers()}, from this machine's CPU cores"
+    defaults["recipe"] = "none; the values below are paper-scratch's"
+    for action in parser._actions:
+        value = defaults.get(action.dest)
+        if action.help == argparse.SUPPRESS or action.nargs == 0 or value in (None, "", [], {}):
+            continue  # switches, and options whose absence means 'not used' or 'automatic' (said in their help)
+        if isinstance(value, list):
+            value = (" " if action.dest == "input_size" else ",").join(map(str, value))
+        action.help = f"{action.help or ''} (default: {value})".strip()
 
 
 def _ints(text):
@@ -109,6 +128,11 @@ def config_from_args(args):
 
 
 def train_main(argv=None) -> int:
+    try:  # the parser's defaults already come from torch (DataLoader workers): check before building it
+        require("torch", "osnet-train")
+    except MissingDependencyError as exc:
+        print(f"osnet-train: error: {exc}", file=sys.stderr)
+        return 2
     args = build_train_parser().parse_args(argv)
     try:
         from .engine import train
@@ -144,8 +168,25 @@ def build_eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the results here (and a CMC plot beside it as .png)")
+    p.add_argument("--visualize", metavar="DIR",
+                   help="write retrieval pictures here: for sampled queries, the top-k gallery matches (green border: "
+                        "same identity, red: wrong), plus cmc.png; one sub-folder per dataset when several --data")
+    p.add_argument("--visualize-k", type=_positive_int, default=10, metavar="K",
+                   help="matches per picture (default 10)")
+    p.add_argument("--visualize-n", type=_positive_int, default=20, metavar="N",
+                   help="queries to picture, sampled evenly with --seed (default 20)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def eval_main(argv=None) -> int:
@@ -153,55 +194,61 @@ def eval_main(argv=None) -> int:
     try:
         import numpy as np
 
+        from pathlib import Path
+
         from ..evaluation import evaluate
         from ..runtime import Embedder
+        from ..visualize import check_output_dir, plot_cmc, write_ranked_results
         from .datasets import load_dataset
 
+        if args.visualize:
+            check_output_dir(args.visualize)  # before minutes of embedding, and before writing anything
         np.random.seed(args.seed)
-        datasets = [load_dataset(s, args.cam_pattern) for s in args.data]
+        datasets = [load_dataset(s, args.cam_pattern, train=False) for s in args.data]
         embedders = [Embedder(w, device=args.device, batch_size=args.batch_size, threads=args.threads)
                      for w in args.weights]
+        for w, emb in zip(args.weights, embedders):
+            print(f"{w}: {emb.meta.arch} {emb.meta.precision}; {emb.meta.provenance_line()}")
         results = []
         for ds in datasets:
             res = evaluate(embedders, ds, metric=args.metric, rerank=args.rerank, max_rank=args.max_rank,
-                           use_metric_cuhk03=args.cuhk03_metric, progress=args.progress, embedders=embedders)
+                           use_metric_cuhk03=args.cuhk03_metric, progress=args.progress, embedders=embedders,
+                           keep_distmat=bool(args.visualize))
             print(f"{ds.name} ({ds.root}): {' + '.join(args.weights)}")
             print(f"  mAP     {100 * res.mAP:6.2f}%")
             for k in (1, 5, 10, 20):
                 print(f"  rank-{k:<3}{100 * res.rank(k):6.2f}%")
             results.append(res)
+            if args.visualize:
+                names = [d.name for d in datasets]
+                sub = ds.name if names.count(ds.name) == 1 else f"{ds.name}_{len(results)}"
+                vis = Path(args.visualize) / (sub if len(datasets) > 1 else "")
+                pics = write_ranked_results(res.distmat, ds.query, ds.gallery, vis, k=args.visualize_k,
+                                            n=args.visualize_n, seed=args.seed, progress=args.progress)
+                res.distmat = None  # num_query x num_gallery floats: free before the next dataset
+                print(f"  wrote {len(pics)} retrieval pictures (top-{args.visualize_k}) to {vis}")
+        if args.visualize and plot_cmc(results, Path(args.visualize) / "cmc.png"):
+            print(f"wrote {Path(args.visualize) / 'cmc.png'}")
         if args.json:
-            _write_results(results, args.json)
+            _write_results(results, args.json, {w: e.meta.provenance for w, e in zip(args.weights, embedders)})
     except OsnetEdgeError as exc:
         print(f"osnet-eval: error: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-def _write_results(results, path):
+def _write_results(results, path, provenance=None):
     from pathlib import Path
 
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps([dict(r.to_dict(), cmc=[float(v) for v in r.cmc]) for r in results], indent=2))
-    try:
-        import matplotlib
+    from ..atomic import write_text
+    from ..visualize import plot_cmc
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in results:
-        ax.plot(range(1, len(r.cmc) + 1), 100 * r.cmc, label=f"{r.dataset} (mAP {100 * r.mAP:.1f}%)")
-    ax.set_xlabel("rank")
-    ax.set_ylabel("matching rate (%)")
-    ax.set_title("CMC")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=110)
-    plt.close(fig)
+    out = Path(path)
+    write_text(out, json.dumps([dict(r.to_dict(), cmc=[float(v) for v in r.cmc], provenance=provenance or {})
+                                for r in results], indent=2))
+    print(f"wrote {out}")
+    if plot_cmc(results, out.with_suffix(".png")):
+        print(f"wrote {out.with_suffix('.png')}")
 
 
 def main(argv=None) -> int:

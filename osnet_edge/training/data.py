@@ -1,6 +1,8 @@
 """The training data pipeline: image files -> augmented uint8 crops -> the one preprocessing -> tensors."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -55,7 +57,19 @@ def collate(batch):
     return x, pids, cams
 
 
-def make_loader(dataset: TrainSet, batch_sampler, workers: int = 4, pin_memory: bool = False):
+def default_workers(cap: int = 4) -> int:
+    """Loader processes for this machine: one per usable core but one, which the training loop keeps
+    (torch warns, and decoding stalls, when workers outnumber the cores)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(cap, cores - 1))
+
+
+def make_loader(dataset: TrainSet, batch_sampler, workers: int | None = None, pin_memory: bool = False):
+    """workers None: default_workers()."""
+    workers = default_workers() if workers is None else int(workers)
     return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
                                        collate_fn=collate, pin_memory=pin_memory,
                                        persistent_workers=False)  # workers must see set_epoch()

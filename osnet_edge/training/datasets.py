@@ -119,21 +119,24 @@ def _market_split(folder: Path, name: str, relabel: bool, max_cam: int) -> list:
     return _relabel(out) if relabel else out
 
 
-def _market_like(name: str, root, subdirs: tuple, max_cam: int) -> ReidDataset:
-    d = _find_root(Path(root), subdirs, ("bounding_box_train", "query", "bounding_box_test"), name)
-    train = _market_split(d / "bounding_box_train", name, True, max_cam)
+def _market_like(name: str, root, subdirs: tuple, max_cam: int, train: bool = True) -> ReidDataset:
+    # evaluation reads query and gallery only: a test-only copy of the dataset is enough for it
+    markers = ("bounding_box_train", "query", "bounding_box_test") if train else ("query", "bounding_box_test")
+    d = _find_root(Path(root), subdirs, markers, name)
+    train = _market_split(d / "bounding_box_train", name, True, max_cam) if train else []
     return ReidDataset(name, str(d), train, _market_split(d / "query", name, False, max_cam),
                        _market_split(d / "bounding_box_test", name, False, max_cam))
 
 
-def market1501(root) -> ReidDataset:
-    """Market-1501: bounding_box_train / query / bounding_box_test; pid -1 (junk) dropped, 0 (distractors) kept."""
-    return _market_like("market1501", root, ("Market-1501-v15.09.15", "market1501", "Market-1501"), 99)
+def market1501(root, train: bool = True) -> ReidDataset:
+    """Market-1501: bounding_box_train / query / bounding_box_test; pid -1 (junk) dropped, 0 (distractors) kept.
+    train=False reads query and gallery only (bounding_box_train may be absent)."""
+    return _market_like("market1501", root, ("Market-1501-v15.09.15", "market1501", "Market-1501"), 99, train)
 
 
-def dukemtmcreid(root) -> ReidDataset:
+def dukemtmcreid(root, train: bool = True) -> ReidDataset:
     """DukeMTMC-reID: same layout as Market-1501 (names like 0001_c2_f0046182.jpg), 8 cameras."""
-    return _market_like("dukemtmcreid", root, ("DukeMTMC-reID", "dukemtmc-reid/DukeMTMC-reID"), 99)
+    return _market_like("dukemtmcreid", root, ("DukeMTMC-reID", "dukemtmc-reid/DukeMTMC-reID"), 99, train)
 
 
 # --------------------------------------------------------------------------- MSMT17
@@ -160,17 +163,21 @@ def _msmt_list(list_path: Path, img_dir: Path, name: str) -> list:
     return _nonempty(out, list_path, name)
 
 
-def msmt17(root, with_val: bool = False) -> ReidDataset:
-    """MSMT17 (V1 or V2) from its list files; with_val adds list_val.txt to training (off: the usual protocol)."""
+def msmt17(root, with_val: bool = False, train: bool = True) -> ReidDataset:
+    """MSMT17 (V1 or V2) from its list files; with_val adds list_val.txt to training (off: the usual protocol).
+    train=False reads query and gallery only (the train folder and its lists may be absent)."""
     root = Path(root)
     if not root.exists():
         raise DatasetError(f"msmt17: dataset folder not found: {root}")
+    want_train = train
     for sub in ("", *_MSMT_VERSIONS):
         d = root / sub if sub else root
         for version, (tr, te) in _MSMT_VERSIONS.items():
-            if (d / tr).is_dir() and (d / "list_train.txt").is_file() and (sub in ("", version)):
-                train = _msmt_list(d / "list_train.txt", d / tr, "msmt17")
-                if with_val:
+            present = ((d / tr).is_dir() and (d / "list_train.txt").is_file() if want_train
+                       else (d / te).is_dir() and (d / "list_query.txt").is_file())
+            if present and (sub in ("", version)):
+                train = _msmt_list(d / "list_train.txt", d / tr, "msmt17") if want_train else []
+                if with_val and want_train:
                     train += _msmt_list(d / "list_val.txt", d / tr, "msmt17")
                 return ReidDataset("msmt17", str(d), _relabel(train),
                                    _msmt_list(d / "list_query.txt", _dir(d / te, "msmt17"), "msmt17"),
@@ -344,10 +351,13 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return name, path
 
 
-def load_dataset(spec: str, cam_pattern: str | None = None) -> ReidDataset:
+def load_dataset(spec: str, cam_pattern: str | None = None, train: bool = True) -> ReidDataset:
+    """train=False: only query and gallery are needed (evaluation); the training split is not read."""
     name, path = parse_spec(spec)
-    if name == "generic" and cam_pattern is not None:
-        return generic(path, cam_pattern)
+    if name == "generic":
+        return generic(path, cam_pattern) if cam_pattern is not None else generic(path)
+    if name in ("market1501", "dukemtmcreid", "msmt17"):
+        return DATASETS[name](path, train=train)
     return DATASETS[name](path)
 
 

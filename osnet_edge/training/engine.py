@@ -115,7 +115,8 @@ def _load_datasets(cfg: TrainConfig):
     if not cfg.data:
         raise InputError("no training data: give at least one --data NAME:PATH (e.g. market1501:/data/market1501)")
     train_sets = [load_dataset(spec, cfg.cam_pattern) for spec in cfg.data]
-    eval_sets = ([load_dataset(spec, cfg.cam_pattern) for spec in cfg.eval_data] if cfg.eval_data is not None
+    eval_sets = ([load_dataset(spec, cfg.cam_pattern, train=False) for spec in cfg.eval_data]
+                 if cfg.eval_data is not None
                  else [d for d in train_sets if d.query and d.gallery])
     samples = combine_train(train_sets)
     shown = train_sets + [d for d in eval_sets if d not in train_sets]
@@ -237,6 +238,7 @@ def train(config: TrainConfig | dict | None = None, **overrides) -> dict:
         cfg = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if cfg.epochs < 1:
         raise InputError(f"epochs must be >= 1, got {cfg.epochs}")
+    cfg = as_run(cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     dist = _Dist(cfg.device)
@@ -262,6 +264,8 @@ def train(config: TrainConfig | dict | None = None, **overrides) -> dict:
         print(stats)
     models = _build_models(cfg, num_classes)
     base = models[0]
+    init = dict(getattr(base, "provenance", None) or {})
+    init_weights = (f"{init['weights']} sha256:{init['sha256']}" if init.get("sha256") else "random init")
     if state is not None:
         meta = state.get("meta") or {}
         if meta.get("arch") and meta["arch"] != base.arch:
@@ -390,6 +394,9 @@ def train(config: TrainConfig | dict | None = None, **overrides) -> dict:
                 msg += f"  | mAP {100 * row['mAP']:.1f}%  rank-1 {100 * row['rank1']:.1f}%"
             print(msg, flush=True)
             log.write(row)
+            # what the saved weights are: osnet-edge artifacts made from them carry it on (ModelMeta.provenance)
+            base.provenance = {"trained": True, "trained_by": "osnet-train", "init": init_weights,
+                               "data": list(cfg.data), "recipe": cfg.recipe, "epoch": epoch + 1}
             if improved:  # weights + metadata only: what osnet-export and Embedder read
                 extra = {"epoch": epoch + 1, "mAP": best["mAP"], "num_classes": num_classes}
                 if cfg.dml:
@@ -413,6 +420,22 @@ def train(config: TrainConfig | dict | None = None, **overrides) -> dict:
     return {"best_mAP": best["mAP"], "best_epoch": best["epoch"], "best": str(best_path) if best_path.exists() else None,
             "last": str(ckpt_path), "output": str(out), "history": history, "eval": last_eval,
             "curve": str(curve) if curve else None, "models": models, "rank": dist.rank}
+
+
+def as_run(cfg: TrainConfig) -> TrainConfig:
+    """The configuration as it runs, so config.json records it: loader workers sized from the CPU cores
+    when not given, and without --recipe the recipe whose values TrainConfig's defaults are (paper-scratch)."""
+    from dataclasses import replace
+
+    from .data import default_workers
+    from .recipes import RECIPES
+
+    recipe = cfg.recipe
+    if recipe is None:
+        defaults = TrainConfig()
+        recipe = next((name for name, values in RECIPES.items()
+                       if all(getattr(defaults, k) == v for k, v in values.items())), None)
+    return replace(cfg, workers=default_workers() if cfg.workers is None else cfg.workers, recipe=recipe)
 
 
 def _save_resumable(path, base, models, optimizer, scheduler, scaler, epoch, best, history, cfg, num_classes):

@@ -51,7 +51,7 @@ class TrainConfig:
     output: str = "runs/osnet"
     resume: str | None = None
     seed: int = 1
-    workers: int = 4
+    workers: int | None = None  # data loading processes; None: from the CPU cores (data.default_workers)
     device: str | None = None  # None: cuda if available
     threads: int | None = None  # CPU threads for torch (1 is fastest on a busy shared CPU)
     amp: bool = True  # mixed precision (CUDA only)

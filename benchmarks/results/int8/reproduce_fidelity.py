@@ -18,7 +18,6 @@ import numpy as np
 
 def main(argv):
     warnings.filterwarnings("ignore")
-    import openvino as ov
 
     from osnet_edge import build_model
     from osnet_edge.calibration import calibration_split
@@ -41,7 +40,7 @@ def main(argv):
         source, eq = qo.equalized(model, split.calib, name.endswith("+equalize"))
         fp32 = qo.fp32_ov_model(source, meta)
         q = qo.quantize(fp32, split.calib, meta, recipe=recipe)
-        cm = ov.Core().compile_model(q, "CPU")
+        cm = qo.compile_cpu(q)  # f32, as the artifact declares (the CPU plugin's default is bf16 where it can)
         rep = fid.fidelity_report(model, lambda c, cm=cm: qo._run_all(cm, list(qo._batches(c, meta, 32))),
                                   split.held_out, split.query, extra={**qo.int8_conv_fraction(q), **eq})
         rows = fid.layer_errors(fp32, q, next(split.held_out.batches(meta, 16)), max_layers=24)

@@ -104,14 +104,21 @@ def quantization_aware_finetune(model, calib, meta: ModelMeta, *, epochs: int = 
                                 quiet: bool = False, rerun_hint: str = "") -> QATResult:
     """Fake-quantize `model` (the network that will be exported, in meta.input_format) with NNCF and fine-tune
     it towards its own FP32 embeddings on `calib` (a CropSet of unlabeled crops). Returns a QATResult."""
+    from osnet_edge.runtime.torch_backend import torch_threads
+
+    torch = require("torch", "INT8 quantization-aware training")
+    # torch's thread count is process-wide: set for the fine-tuning only, restored for whatever runs next
+    with torch_threads(torch, threads):
+        return _finetune(model, calib, meta, epochs, lr, batch_size, signed_activations, seed, quiet, rerun_hint)
+
+
+def _finetune(model, calib, meta, epochs, lr, batch_size, signed_activations, seed, quiet, rerun_hint) -> QATResult:
     torch = require("torch", "INT8 quantization-aware training")
     nncf = require("nncf", "INT8 quantization-aware training")
     from tqdm import tqdm
 
     from osnet_edge.export.graph import traceable
 
-    if threads:
-        torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     crops = list(calib.crops)

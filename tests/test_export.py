@@ -110,13 +110,17 @@ def test_dynamo_export_of_instance_norm_families_keeps_parity_quietly(family, tm
     assert_clean_graph(onnx.load(str(res.path)))
 
 
-class DataDependent(torch.nn.Module):
-    """A branch on tensor values: torch.export cannot trace it."""
+class Wrapped(torch.nn.Module):
+    """An OSNet inside another module, carrying the attributes export_model reads (arch, width, sizes)."""
 
     def __init__(self, m):
         super().__init__()
         self.inner = m
         self.arch, self.width, self.input_size, self.feature_dim = m.arch, m.width, m.input_size, m.feature_dim
+
+
+class DataDependent(Wrapped):
+    """A branch on tensor values: torch.export cannot trace it."""
 
     def forward(self, x):
         f = self.inner(x)
@@ -174,14 +178,9 @@ def test_graph_side_normalisation_equals_host_preprocessing():
     assert m.conv1.conv.weight.abs().max() < 10  # the original model is untouched (the wrapper copies it)
 
 
-class BatchMixing(torch.nn.Module):
+class BatchMixing(Wrapped):
     """The classic broken OSNet export: right at batch 1, wrong at larger batches (features leak across
     the batch, as BatchNorm in training mode or a baked-in reshape would do)."""
-
-    def __init__(self, m):
-        super().__init__()
-        self.inner = m
-        self.arch, self.width, self.input_size, self.feature_dim = m.arch, m.width, m.input_size, m.feature_dim
 
     def forward(self, x):
         f = self.inner(x)

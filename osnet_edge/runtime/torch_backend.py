@@ -32,13 +32,14 @@ class TorchBackend(Backend):
         self.thread_safe = not (threads or str(self.device).startswith("cuda"))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        with self._torch.inference_mode(), _no_tf32(self._torch, self.device), _threads(self._torch, self.threads):
+        torch = self._torch
+        with torch.inference_mode(), _no_tf32(torch, self.device), torch_threads(torch, self.threads):
             x = self._torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
             return self.model(x).float().cpu().numpy()
 
 
 @contextlib.contextmanager
-def _threads(torch, threads):
+def torch_threads(torch, threads):
     """torch's thread count is process-wide: set it for this call only, so opening an Embedder with threads=1
     does not slow down (or change the float summation order of) everything else the process runs."""
     if not threads:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from osnet_edge.calibration.motion import MotionDetector, MotionParams
-from osnet_edge.calibration.sources import (CalibrationError, VideoEnded, _frame_reader, even_sample, iter_frames,
+from osnet_edge.calibration.sources import (CalibrationError, VideoEnded, frame_reader, even_sample, iter_frames,
                                             read_mot_boxes)
 from osnet_edge.calibration.tracklets import link_tracklets, tracklets_from_ids
 from osnet_edge.errors import InputError
@@ -179,7 +179,7 @@ def build_crops_dataset(video, out, boxes=None, min_track: int = 10, per_track: 
         raise CalibrationError(f"test fraction must be in (0, 1), got {test_frac}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CalibrationError(f"--out {out} already exists and is not empty; give a new folder")
-    read, close = _frame_reader(video)          # a video that cannot be opened fails here, before any work
+    read, close = frame_reader(video)          # a video that cannot be opened fails here, before any work
     close()
 
     if boxes is not None:
@@ -219,7 +219,7 @@ def build_crops_dataset(video, out, boxes=None, min_track: int = 10, per_track: 
         by_frame, thumbs = {}, {}
         for item in plan:
             by_frame.setdefault(int(item[2]), []).append(item)
-        read, close = _frame_reader(video)
+        read, close = frame_reader(video)
         try:
             first = True
             for no in _progress(sorted(by_frame), len(by_frame), f"crops {video.name}", progress):

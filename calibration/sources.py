@@ -210,7 +210,7 @@ class VideoEnded(CalibrationError):
     """A video that has fewer frames than asked for."""
 
 
-def _frame_reader(video):
+def frame_reader(video):
     """A function frame_no (1-based, increasing) -> BGR frame, for a video file or a folder of frame images."""
     read, close, _ = _open_frames(video)
     return read, close
@@ -240,7 +240,7 @@ def iter_frames(video):
 
 
 def _open_frames(video):
-    """(read, close, frame numbers of a folder or None for a video); see _frame_reader."""
+    """(read, close, frame numbers of a folder or None for a video); see frame_reader."""
     from osnet_edge.deps import require
 
     cv2 = require("cv2", "reading calibration video")
@@ -290,7 +290,7 @@ def from_mot(video, boxes, n: int = DEFAULT_SIZE, seed: int = 0, progress: bool 
     table = read_mot_boxes(boxes)
     table = table[np.lexsort((table[:, 1], table[:, 0]))]
     table = table[even_sample(len(table), n, seed)]
-    read, close = _frame_reader(video)
+    read, close = frame_reader(video)
     crops, names = [], []
     try:
         for row in _progress(table, len(table), f"calibration {Path(video).name}", progress):

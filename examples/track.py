@@ -23,7 +23,7 @@ def track_video(video, detections, model, out, png=None, draw=(), threads=None, 
     from osnet_edge import Embedder
     from osnet_edge.atomic import atomic_path
     from osnet_edge.calibration.crops_dataset import write_mot
-    from osnet_edge.calibration.sources import CalibrationError, VideoEnded, _frame_reader, read_mot_boxes
+    from osnet_edge.calibration.sources import CalibrationError, VideoEnded, frame_reader, read_mot_boxes
     from osnet_edge.tracking import Tracker, draw_tracks
 
     table = read_mot_boxes(detections)
@@ -32,7 +32,7 @@ def track_video(video, detections, model, out, png=None, draw=(), threads=None, 
     for row in table:
         by_frame.setdefault(int(row[0]), []).append(row[2:6])
     emb, tracker = Embedder(model, threads=threads), Tracker()
-    read, close = _frame_reader(video)      # the MOT frame reading osnet-crops and --calib mot: use
+    read, close = frame_reader(video)      # the MOT frame reading osnet-crops and --calib mot: use
     rows, drawn, t_decode, t_track = [], {}, 0.0, 0.0
     frames = range(1, last + 1)
     if progress:
@@ -49,7 +49,7 @@ def track_video(video, detections, model, out, png=None, draw=(), threads=None, 
                                        f"frame {no - 1}") from None
             t1 = time.perf_counter()
             boxes = np.asarray(by_frame.get(no, np.zeros((0, 4))), np.float64).reshape(-1, 4)
-            ids = tracker.update(boxes, emb.embed_frame(frame, boxes) if len(boxes) else np.zeros((0, 512)))
+            ids = tracker.update(boxes, emb.embed_frame(frame, boxes))  # no boxes: (0, D) features
             t_track += time.perf_counter() - t1
             t_decode += t1 - t0
             rows += [(no, i, *b) for i, b in zip(ids, boxes)]

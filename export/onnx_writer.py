@@ -70,7 +70,7 @@ def export_onnx(model, path, *, opset: int | None = None, half: bool = False, me
     if simplify:
         proto = _slim(proto)
     if half:
-        proto = _to_fp16(proto)
+        proto = onnx_to_fp16(proto)
     # which exporter and opset wrote the graph: a fact to check when two artifacts of one model disagree
     _set_metadata(proto, replace(meta, extra={**meta.extra, "onnx_exporter": exporter, "opset": opset}))
     onnx.checker.check_model(proto, full_check=True)
@@ -219,7 +219,7 @@ def _slim(proto):
         return proto
 
 
-def _to_fp16(proto):
+def onnx_to_fp16(proto):
     """FP16 weights and compute, FP32 inputs/outputs (keep_io_types), via onnxruntime's maintained converter
     logic in onnxconverter-common when present, else onnx's own float16 helper."""
     try:

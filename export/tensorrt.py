@@ -170,9 +170,9 @@ def strongly_typed_onnx(onnx_path, out_path, precision: str, facts: dict, *, cal
     if precision == "fp16":
         if facts["fp16"]:
             return Path(onnx_path), 0
-        from osnet_edge.export.onnx_writer import _to_fp16
+        from osnet_edge.export.onnx_writer import onnx_to_fp16
 
-        proto = _to_fp16(onnx.load(str(onnx_path)))
+        proto = onnx_to_fp16(onnx.load(str(onnx_path)))
         pinned = instance_norm_fp32(proto) if keep_instance_norm_fp32 and facts["instance_norm"] else 0
         onnx.save(proto, str(out_path))
         return Path(out_path), pinned

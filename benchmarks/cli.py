@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed calls before each measurement (default 3)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for every backend and the PyTorch baseline (default: the backends' own)")
+    p.add_argument("--streams", type=int, default=None,
+                   help="CPU streams (ONNX Runtime, OpenVINO): concurrent single-core calls, each on a small chunk of "
+                        "the batch (default: one per thread/core; 1: each batch in one call, every operator split "
+                        "across the threads)")
     p.add_argument("--device", default=None, help="backend device (cpu, cuda, CPU, GPU, ...); default: best available")
     p.add_argument("--modes", default="model,e2e", help="model (pre-made tensors), e2e (uint8 crops), or both")
     p.add_argument("--no-baseline", action="store_true",
@@ -104,9 +108,11 @@ def _settings(args):
         raise UsageError(f"--warmup must be >= 0, got {args.warmup}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    if args.streams is not None and args.streams < 1:
+        raise UsageError(f"--streams must be >= 1, got {args.streams}")
     return Settings(batches=parse_int_list(args.batch or default_batch), seconds=args.seconds or 2.0,
                     iters=args.iters, warmup=args.warmup, rounds=max(1, args.rounds), threads=args.threads, device=args.device,
-                    baseline=not args.no_baseline, modes=modes, precision=args.exec_precision)
+                    baseline=not args.no_baseline, modes=modes, precision=args.exec_precision, streams=args.streams)
 
 
 def _check_sweep_args(args):
@@ -248,7 +254,7 @@ def _run(args, settings, paths, sweep_args) -> int:
         print(format_headline(heads))
     settings_d = {"batches": list(settings.batches), "seconds": None if settings.iters else settings.seconds,
                   "iters": settings.iters, "warmup": settings.warmup, "rounds": settings.rounds, "threads": settings.threads,
-                  "device": settings.device, "modes": list(settings.modes), "baseline": settings.baseline}
+                  "streams": settings.streams, "device": settings.device, "modes": list(settings.modes), "baseline": settings.baseline}
     extra = {"headline": heads} if heads else {}
     if failure is not None:
         extra["error"] = f"{type(failure).__name__}: {failure}"

@@ -27,6 +27,7 @@ _CELLS = {
     "backend": (13, lambda r: r["backend"]),
     "prec": (4, lambda r: r["precision"]),
     "exec": (4, lambda r: r.get("executes") or r["precision"]),
+    "str": (3, lambda r: str(r.get("streams") or "-")),
     "input": (7, lambda r: f"{r['input_size'][0]}x{r['input_size'][1]}"),
     "batch": (5, lambda r: str(r["batch"])),
     "mode": (5, lambda r: r["mode"]),
@@ -48,7 +49,7 @@ def _columns(*headers):
     return tuple((h, *_CELLS[h]) for h in headers)
 
 
-COLUMNS = _columns("artifact", "backend", "prec", "exec", "input", "batch", "mode", "p50 ms", "p90 ms", "p99 ms",
+COLUMNS = _columns("artifact", "backend", "prec", "exec", "str", "input", "batch", "mode", "p50 ms", "p90 ms", "p99 ms",
                    "crops/s", "x eager", "params", "MAdds", "GFLOP/s", "%peak")
 SWEEP_COLUMNS = _columns("beta", "rho", "backend", "prec", "exec", "input", "mode", "batch", "p50 ms", "p99 ms", "crops/s",
                          "x eager", "params", "MAdds", "paper", "GFLOP/s", "%peak", "R1")

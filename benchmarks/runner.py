@@ -92,6 +92,7 @@ class Settings:
     modes: tuple = MODES
     peak_gflops: float | None = None  # the machine probe's, for the peak fraction
     precision: str | None = None  # explicit execution precision (e.g. "bf16"); None: what each artifact declares
+    streams: int | None = None  # CPU streams of ONNX Runtime / OpenVINO backends; None: the backends' default
 
     def timing_kwargs(self) -> dict:
         return {"warmup": self.warmup, "iters": self.iters, "seconds": None if self.iters else self.seconds,
@@ -106,6 +107,7 @@ def _row(name, emb, cx: Complexity, mode, timing, settings: Settings, baseline=F
         "artifact": name, "path": str(emb.backend.path), "backend": "pytorch-eager" if baseline else emb.backend.name,
         "device": emb.backend.describe(), "arch": m.arch, "width": m.width, "input_size": list(m.input_size),
         "precision": m.precision, "executes": emb.execution_precision, "input_format": m.input_format,
+        "streams": emb.streams,
         "baseline": baseline,
         "batch": timing.batch, "mode": mode, **timing.to_dict(),
         "params": cx.params, "mult_adds": cx.mult_adds,
@@ -120,7 +122,8 @@ def _row(name, emb, cx: Complexity, mode, timing, settings: Settings, baseline=F
 def open_embedder(path, settings: Settings) -> Embedder:
     """Open an artifact; a backend's own exception still becomes one line naming the file."""
     try:
-        emb = Embedder(path, device=settings.device, threads=settings.threads, precision=settings.precision)
+        opts = {} if settings.streams is None else {"streams": settings.streams}
+        emb = Embedder(path, device=settings.device, threads=settings.threads, precision=settings.precision, **opts)
     except OsnetEdgeError:
         raise
     except Exception as exc:

@@ -61,6 +61,8 @@ def test_our_checkpoint_carries_architecture(tmp_path):
     again = build_model(weights=str(path))
     assert again.arch == "osnet_x0_3" and again.input_size == (192, 96)
     assert _same_output(model, again)
+    # an explicit size overrides the trained one (deploying a 128x64-trained network at 256x128)
+    assert build_model(weights=str(path), input_size=(256, 128)).input_size == (256, 128)
     blob = torch.load(path, weights_only=True)
     assert blob["meta"]["mean"] and blob["meta"]["feature_dim"] == 512 and blob["epoch"] == 3
 

@@ -97,6 +97,31 @@ def test_embed_frame_takes_detector_rows_and_names_a_bad_frame(emb):
         emb.embed_frame(frame, boxes[:, :3])
 
 
+def test_cpu_streams_give_the_same_embeddings_in_order(emb, crops):
+    one = Embedder(emb.backend.path, streams=1)
+    three = Embedder(emb.backend.path, streams=3)
+    assert one.streams == 1 and three.streams >= 2  # OpenVINO caps streams at the cores it finds
+    spans = three._stream_spans(23)
+    assert spans[0].start == 0 and spans[-1].stop == 23 and len(spans) >= three.streams  # every stream works
+    assert all(a.stop == b.start for a, b in zip(spans, spans[1:]))
+    ref = one.embed(crops)
+    np.testing.assert_allclose(three.embed(crops), ref, atol=2e-5)
+    # a batch of one runs as one all-core call (OpenVINO: its latency-hint model beside the streams)
+    np.testing.assert_allclose(three.embed(crops[3]), ref[3:4], atol=2e-5)
+    if three.backend.name == "openvino":
+        assert three.backend.latency_compiled is not None
+    batch = one.preprocess(crops)
+    np.testing.assert_allclose(three.run_batch(batch), one.run_batch(batch), atol=1e-4)
+    bad = list(crops)
+    bad[20] = np.zeros((0, 12, 3), np.uint8)  # in the last chunk: preprocessed by another thread
+    with pytest.raises(InputError, match=r"^crop 20 has zero area"):
+        three.embed(bad)
+    with pytest.raises(ArtifactError, match="streams must be >= 1"):
+        Embedder(onnx_path(), streams=0)
+    one.close()
+    three.close()
+
+
 def test_bad_crops_name_the_crop(emb, crops):
     e = Embedder(emb.backend.path, batch_size=4)
     bad = list(crops[:9])
@@ -143,8 +168,8 @@ def test_backend_options_keep_results():
     with pytest.raises(ArtifactError, match="device 'npu' unknown"):
         Embedder(onnx_path(), device="npu")
     ov_ref = Embedder(openvino_path(), hint="latency").embed(crops)
-    tput = Embedder(openvino_path(), hint="throughput", streams=2, async_min_batch=4)
-    assert tput.backend.n_requests >= 2  # the async queue path is exercised for batches >= 4
+    tput = Embedder(openvino_path(), hint="throughput", streams=2)
+    assert tput.streams == 2  # a batch runs as concurrent chunks on the two streams
     np.testing.assert_allclose(tput.embed(crops), ov_ref, atol=2e-5)
     np.testing.assert_allclose(ov_ref, ort_ref, atol=2e-3)  # FP16 IR vs FP32 ONNX, same weights
     with pytest.raises(ArtifactError, match="not available here"):

@@ -145,5 +145,7 @@ def build_model(name: str | None = None, *, width: float | None = None, family: 
 
     model.provenance = dict(RANDOM_INIT)  # load_checkpoint replaces it with the file's
     if weights is not None:
-        load_checkpoint(model, weights)
+        load_checkpoint(model, weights)  # sets the size the file was trained at
+        if input_size:  # an explicit size wins: a network trained at 128x64 may be deployed at 256x128
+            model.input_size = check_input_size(input_size)
     return model

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import numpy as np
 
 from ..errors import ArtifactError
@@ -21,6 +23,25 @@ BACKENDS = {
     ".pt": "osnet_edge.runtime.torch_backend:TorchBackend",
     ".pth": "osnet_edge.runtime.torch_backend:TorchBackend",
 }
+
+
+# crops x pixels per stream chunk on CPUs: 4 crops at 256x128 was fastest for osnet_x0_25 and osnet_x1_0 alike
+# (ONNX Runtime and OpenVINO, 2-core AVX-512 EPYC with 1 MiB L2 per core; benchmarks/results/speed/NOTES.md)
+CPU_STREAM_PIXELS = 4 * 256 * 128
+
+
+def cpu_stream_pixels(meta) -> int:
+    """Pixels per CPU stream chunk for an artifact: INT8 activations are a quarter of the bytes, so 4x the crops
+    fit the same cache (OpenVINO INT8 osnet_x0_25 at batch 32: chunks of 16 crops 2292/s, of 4 crops 2005/s)."""
+    return CPU_STREAM_PIXELS * (4 if meta is not None and meta.precision == "int8" else 1)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, which containers and taskset narrow), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
 
 
 def backend_class(path):
@@ -48,6 +69,12 @@ class Backend:
     # the float precision the backend really computes in ("fp32", "fp16", "bf16"), read from the engine where
     # it can say; None: the artifact's declared precision. Never below what the artifact declares unless asked.
     execution_precision: str | None = None
+    # CPU "streams": how many run_stream() calls the backend is built to serve at once (one core each); the
+    # Embedder splits batches into chunks and runs them concurrently when this is > 1
+    streams = 1
+    # pixels per stream chunk (crops x H x W): small chunks keep a core's activations in its L2 cache; None splits
+    # a batch evenly over the streams (GPU plugins, where bigger is better)
+    stream_pixels: int | None = None
 
     def __init__(self, path, device=None, threads=None, **options):
         self.path = Path(path)
@@ -60,6 +87,10 @@ class Backend:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(N, ...) input in the artifact's input_format -> (N, D) float32 features."""
         raise NotImplementedError
+
+    def run_stream(self, batch: np.ndarray) -> np.ndarray:
+        """One chunk on one stream (called concurrently, up to `streams` at a time). Default: run()."""
+        return self.run(batch)
 
     def describe(self) -> str:
         return f"{self.name} ({self.device or 'default device'})"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -23,13 +24,18 @@ class Embedder:
 
     path: .onnx (ONNX Runtime), .xml (OpenVINO IR), .engine/.plan (TensorRT), .pt/.pth (PyTorch).
     device: backend device ("cpu", "cuda", "CPU", "GPU", "AUTO"); None picks the best available.
-    batch_size: crops per backend call (large inputs are split); None = 32 or the engine's max batch.
+    batch_size: crops per backend call (large inputs are split); None = 32 or the engine's max batch. With CPU
+    streams (below) the chunks are smaller: their size follows the input size, not batch_size.
     threads: CPU threads for the backend; None = the backend's default.
     input_size: (H, W), only for artifacts without osnet-edge metadata.
     precision: None computes at the artifact's declared precision on every backend and CPU (OpenVINO's
     bf16/f16 defaults are overridden); "bf16" (OpenVINO on an AVX-512 BF16/AMX CPU) or "fp16" is an explicit
     choice, shown in repr() as what executes.
     Further keyword options go to the backend (e.g. OpenVINO's hint="throughput").
+
+    CPU streams: where the backend runs several single-core streams (ONNX Runtime and OpenVINO on a CPU with
+    2+ cores, by default), a batch is cut into small chunks that run concurrently, one per core, and in embed()
+    each chunk is preprocessed by the thread that then runs it, so resizing overlaps inference.
 
     Thread safety: one Embedder may be shared by threads. Backends that are not safe to call
     concurrently (flag thread_safe False) are serialised by a lock; results are identical either way.
@@ -70,6 +76,11 @@ class Embedder:
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self._lock = None if self.backend.thread_safe else threading.Lock()
+        # streams need a backend free of batch limits (a static-batch engine is fed whole, padded batches)
+        n = getattr(self.backend, "streams", 1)
+        self._streams = n if n > 1 and self.backend.thread_safe and not self.backend.max_batch else 1
+        self._pool = ThreadPoolExecutor(self._streams, thread_name_prefix="osnet-stream") \
+            if self._streams > 1 else None
 
     @property
     def input_size(self):
@@ -78,6 +89,11 @@ class Embedder:
     @property
     def feature_dim(self) -> int:
         return self.meta.feature_dim
+
+    @property
+    def streams(self) -> int:
+        """Concurrent single-core calls a batch is split into (1: each batch runs as one call)."""
+        return self._streams
 
     @property
     def execution_precision(self) -> str:
@@ -98,6 +114,17 @@ class Embedder:
         if n == 0:
             return np.zeros((0, self.feature_dim), np.float32)
         out = np.empty((n, self.feature_dim), np.float32)
+        if self._pool is not None and n > 1:
+            def chunk(span):  # preprocess and run one chunk on one stream
+                try:
+                    batch = self.preprocess(crops[span])
+                except InputError as exc:
+                    raise _shift_index(exc, span.start) from None
+                out[span] = self.backend.run_stream(batch)
+
+            for _ in self._pool.map(chunk, self._stream_spans(n)):
+                pass  # re-raises a chunk's error here
+            return l2_normalize(out)
         for start in range(0, n, self.batch_size):
             chunk = crops[start:start + self.batch_size]
             try:
@@ -115,6 +142,10 @@ class Embedder:
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Raw (unnormalised) features of a preprocessed batch, split/padded to the backend's batch limits."""
         n = len(batch)
+        if self._pool is not None and n > 1:
+            spans = self._stream_spans(n)
+            return np.concatenate([np.asarray(f, np.float32).reshape(s.stop - s.start, -1) for s, f in
+                                   zip(spans, self._pool.map(lambda s: self.backend.run_stream(batch[s]), spans))])
         limit = self.backend.max_batch or n
         parts = []
         for start in range(0, n, limit):
@@ -130,6 +161,14 @@ class Embedder:
                     feats = self.backend.run(part)
             parts.append(np.asarray(feats, np.float32).reshape(len(part), -1)[:real])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _stream_spans(self, n: int) -> list:
+        """Slices of a batch of n, one chunk per stream call: as many crops as the backend's stream_pixels hold
+        at this input size, but never so many that a stream is left idle."""
+        even = -(-n // self._streams)
+        px = self.backend.stream_pixels
+        size = min(even, max(1, px // (self.input_size[0] * self.input_size[1]))) if px else even
+        return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
     def check_precision(self, crops) -> float:
         """Min cosine of this Embedder's embeddings against the same artifact at its declared precision, on
@@ -148,6 +187,10 @@ class Embedder:
         return worst
 
     def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+            self._streams = 1
         self.backend.close()
 
     def __enter__(self):
@@ -160,7 +203,7 @@ class Embedder:
         m = self.meta
         return (f"Embedder({str(self.backend.path)!r}, backend={self.backend.describe()}, arch={m.arch}, "
                 f"input={m.input_size[0]}x{m.input_size[1]}, precision={m.precision}, "
-                f"executes={self.execution_precision}, batch_size={self.batch_size}, "
+                f"executes={self.execution_precision}, batch_size={self.batch_size}, streams={self._streams}, "
                 f"provenance={m.provenance_line()!r})")
 
 

@@ -6,7 +6,7 @@ import numpy as np
 from ..deps import require
 from ..errors import ArtifactError, InputError
 from ..metadata import META_KEY, ModelMeta
-from .base import Backend
+from .base import Backend, cpu_stream_pixels, usable_cores
 
 # device -> execution providers, best first; ORT falls back along the list
 _PROVIDERS = {
@@ -22,7 +22,11 @@ class OnnxRuntimeBackend(Backend):
     thread_safe = True  # InferenceSession.run may be called concurrently (ORT documents it)
 
     def __init__(self, path, device=None, threads=None, graph_optimization="all", providers=None,
-                 trt_cache_dir=None, precision=None, **options):
+                 trt_cache_dir=None, precision=None, streams=None, **options):
+        """streams (CPU): None = one per usable core (or per `threads`): besides the session that runs a whole
+        batch on every thread, a single-threaded session that the Embedder calls concurrently, one chunk of
+        crops per core. Measured on 2 cores at batch 32, 256x128: +22% (osnet_x0_25) / +21% (osnet_x1_0) over
+        one session splitting every operator across the threads. streams=1: one session, as ORT does alone."""
         super().__init__(path, device, threads)
         ort = require("onnxruntime", "the ONNX Runtime backend")
         available = ort.get_available_providers()
@@ -41,25 +45,16 @@ class OnnxRuntimeBackend(Backend):
             # the CUDA provider computes float32 convolutions in TF32 (10-bit mantissa) by default
             providers = [(p, {"use_tf32": "0"}) if p == "CUDAExecutionProvider" else p for p in providers]
         self.device = dev
-        so = ort.SessionOptions()
+        self._ort, self._providers = ort, providers
         levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                   "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
                   "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                   "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
         if graph_optimization not in levels:
             raise ArtifactError(f"graph_optimization must be one of {', '.join(levels)}, got {graph_optimization!r}")
-        so.graph_optimization_level = levels[graph_optimization]
-        if threads:
-            so.intra_op_num_threads = int(threads)
-            so.inter_op_num_threads = 1
-        so.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
+        self._level = levels[graph_optimization]
         _check_file(self.path)
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=providers)
-        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf types; say which file and why
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise ArtifactError(f"{self.path} could not be loaded by ONNX Runtime: it is truncated or not an "
-                                f"ONNX model ({first})") from None
+        self.session = self._session(threads)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1:
             raise ArtifactError(f"{self.path} has {len(inputs)} inputs; an OSNet embedder has one")
@@ -81,18 +76,53 @@ class OnnxRuntimeBackend(Backend):
                                 f"has no {precision} mode. For bf16 on a CPU use the OpenVINO IR "
                                 f"(Embedder('model.xml', precision='bf16'))")
         self.execution_precision = declared
+        self.stream_session = None
+        on_cpu = self.session.get_providers()[0] == "CPUExecutionProvider"
+        n_streams = _stream_count(streams, threads) if on_cpu else 1  # a GPU provider is fed whole batches
+        if n_streams > 1 and self.max_batch is None:
+            self.stream_session = self._session(1)
+            self.streams, self.stream_pixels = n_streams, cpu_stream_pixels(self.meta)
+
+    def _session(self, threads):
+        so = self._ort.SessionOptions()
+        so.graph_optimization_level = self._level
+        if threads:
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
+        try:
+            return self._ort.InferenceSession(str(self.path), sess_options=so, providers=self._providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf types; say which file and why
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(f"{self.path} could not be loaded by ONNX Runtime: it is truncated or not an "
+                                f"ONNX model ({first})") from None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._infer(self.session, batch)
+
+    def run_stream(self, batch: np.ndarray) -> np.ndarray:
+        return self._infer(self.stream_session or self.session, batch)
+
+    def _infer(self, session, batch):
         if batch.dtype != self.input_dtype:
             raise InputError(f"{self.path.name} expects {np.dtype(self.input_dtype).name} input, got {batch.dtype} "
                              f"(its metadata's input_format does not match the graph)")
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        return session.run([self.output_name], {self.input_name: batch})[0]
 
     def describe(self) -> str:
-        return f"onnxruntime {self.session.get_providers()[0]} executes={self.execution_precision}"
+        return (f"onnxruntime {self.session.get_providers()[0]} streams={self.streams} "
+                f"executes={self.execution_precision}")
 
     def close(self):
-        self.session = None
+        self.session = self.stream_session = None
+
+
+def _stream_count(streams, threads) -> int:
+    if streams is None:
+        return int(threads) if threads else usable_cores()
+    if int(streams) < 1:
+        raise ArtifactError(f"streams must be >= 1, got {streams}")
+    return int(streams)
 
 
 def _check_file(path):

@@ -69,6 +69,7 @@ def test_matmul_probe_reports_consistent_numbers():
     ([], "nothing to measure"),
     (["--sweep", "--format", "coreml"], "--format 'coreml'"),
     (["--modes", "fast", "ART"], "--modes 'fast'"),
+    (["--streams", "0", "ART"], "--streams must be >= 1"),
 ])
 def test_bad_input_is_one_line(args, needle, tiny, capsys):
     args = [str(tiny[0]) if a == "ART" else a for a in args]
@@ -101,6 +102,7 @@ def test_run_record_rows_and_arithmetic(tiny, tmp_path, capsys):
     madds = complexity(build_model("osnet_x0_25"), SIZE).mult_adds
     for r in rows:
         assert r["calls"] == 2 and r["p50_ms"] <= r["p99_ms"]
+        assert r["streams"] == 1  # PyTorch artifacts run each batch as one call
         assert r["throughput"] == pytest.approx(r["batch"] * r["calls"] / r["total_s"], rel=1e-3)
         if r["input_size"] == list(SIZE):
             assert r["mult_adds"] == madds

@@ -88,6 +88,10 @@ class FidelityReport:
                          f"{100 * g['top1_agreement']:.1f}% of {g['crops']} crops (the rest are near-ties)")
         if "int8_conv_fraction" in self.extra:
             lines.append(f"  convolutions executing in INT8: {100 * self.extra['int8_conv_fraction']:.0f}%")
+        if self.extra.get("float_layers"):
+            names = self.extra["float_layers"]
+            lines.append(f"  kept in float (mixed precision, keep_fp32): {len(names)} layer(s): "
+                         + ", ".join(names))
         t = self.thresholds
         lines.append(("  PASSED" if self.passed else "  FAILED: " + "; ".join(self.failures))
                      + f" (gates: mean cosine >= {t.get('min_cosine')}, top-1 agreement >= {t.get('min_top1')})")
@@ -307,12 +311,13 @@ _COMPARED_TYPES = ("Convolution", "GroupConvolution", "Add", "Multiply", "MatMul
                    "AvgPool", "MaxPool", "Sigmoid")
 
 
-def layer_errors(fp32_model, int8_model, batch: np.ndarray, types=_COMPARED_TYPES, max_layers: int | None = 30) -> list:
+def layer_errors(fp32_model, int8_model, batch: np.ndarray, types=_COMPARED_TYPES, max_layers: int | None = 30,
+                 names=None) -> list:
     """Per-layer FP32-vs-INT8 drift for two OpenVINO models of the same network (ov.Model or .xml path).
 
     Every op of `types` that exists under the same friendly name in both models (at most max_layers of them,
-    evenly spaced) is compared: both models are cut at that op and run on `batch`. Returns, in FP32 topological order, dicts: name, type, cosine (flattened per
-    sample, mean over the batch), rel_err (||int8 - fp32|| / ||fp32||) and sqnr_db. The first layer where
+    evenly spaced; `names`: only those) is compared: both models are cut at that op and run on `batch`.
+    Returns, in FP32 topological order, dicts: name, type, cosine (flattened per sample, mean over the batch), rel_err (||int8 - fp32|| / ||fp32||) and sqnr_db. The first layer where
     cosine drops or rel_err jumps is where the error enters.
     """
     from osnet_edge.deps import require
@@ -322,10 +327,12 @@ def layer_errors(fp32_model, int8_model, batch: np.ndarray, types=_COMPARED_TYPE
     m32 = core.read_model(str(fp32_model)) if isinstance(fp32_model, (str, Path)) else fp32_model.clone()
     m8 = core.read_model(str(int8_model)) if isinstance(int8_model, (str, Path)) else int8_model.clone()
     ops8 = {op.get_friendly_name(): op for op in m8.get_ordered_ops()}
+    only = None if names is None else set(names)
     names = []
     for op in m32.get_ordered_ops():
         n = op.get_friendly_name()
-        if op.get_type_name() in types and n in ops8 and ops8[n].get_type_name() == op.get_type_name():
+        if op.get_type_name() in types and n in ops8 and ops8[n].get_type_name() == op.get_type_name() \
+                and (only is None or n in only):
             names.append((n, op.get_type_name()))
     if not names:
         raise ArtifactError("no layers share a name between the FP32 and INT8 models; were they made from the same IR?")
@@ -341,9 +348,14 @@ def layer_errors(fp32_model, int8_model, batch: np.ndarray, types=_COMPARED_TYPE
         cm = core.compile_model(sub, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         return cm(batch)[cm.output(0)]
 
-    r32, r8 = {}, {}
+    # the FP32 model has no low-precision transformations: one compile with every compared output is exact
+    # and halves the compiles
+    sub32 = ov.Model([ops32[n].output(0) for n, _ in names], m32.get_parameters(), "fp32_compared")
+    cm32 = core.compile_model(sub32, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    res32 = cm32(batch)
+    r32 = {n: res32[cm32.output(i)] for i, (n, _) in enumerate(names)}
+    r8 = {}
     for n, _ in _progress(names, "per-layer comparison"):
-        r32[n] = run(ops32, m32.get_parameters(), n)
         r8[n] = run(ops8, m8.get_parameters(), n)
     rows = []
     for n, t in names:

@@ -164,3 +164,75 @@ def test_layer_errors_find_where_error_enters(trained, reid_data):
     assert 2 <= len(rows) <= 8 and rows[0]["name"].startswith("/conv1")
     assert all(-1.0 <= r["cosine"] <= 1.0 + 1e-6 and r["rel_err"] >= 0 for r in rows)
     assert rows[0]["rel_err"] < rows[-1]["rel_err"]  # error accumulates through the network
+
+
+# --------------------------------------------------------------------------- mixed precision (keep_fp32)
+
+# no gate at all: these tests check which layers stay float, not the fidelity
+NO_GATES = dict(min_cosine=-1.0, min_top1=0.0)
+
+
+def _stage3_convs(trained):
+    """A depthwise and a 1x1 convolution of stage 3 that post-training INT8 quantizes, by IR op name."""
+    from osnet_edge.checkpoint import model_meta
+
+    meta = model_meta(trained, "int8")
+    meta.input_format = "uint8_nhwc"
+    fp32 = qov.fp32_ov_model(trained, meta)
+    convs = [(op.get_friendly_name(), op.get_type_name()) for op in fp32.get_ordered_ops()
+             if op.get_type_name() in qov.CONV_TYPES and "/conv3/" in op.get_friendly_name()
+             and "/gate/" not in op.get_friendly_name()]
+    dw = next(n for n, t in convs if t == "GroupConvolution")
+    pw = next(n for n, t in convs if t == "Convolution")
+    return [dw, pw]
+
+
+def test_keep_fp32_layers_are_not_quantized_and_reported(trained, reid_data, tmp_path):
+    import openvino as ov
+
+    names = _stage3_convs(trained)
+    res = export_model(trained, "openvino", tmp_path, int8=True, calib=str(reid_data), keep_fp32=names,
+                       layer_report=False, **NO_GATES, **NOVERIFY, **FAST)
+    ir = ov.Core().read_model(str(res.path))
+    quantized = qov.quantized_convs(ir)
+    assert not set(names) & set(quantized)  # no FakeQuantize in front of the named layers
+    assert len(quantized) > 50  # the rest of the network still is
+    rep = json.loads((tmp_path / (res.path.stem + ".fidelity.json")).read_text())
+    assert rep["extra"]["float_layers"] == names
+    # the INT8 share is the plugin's runtime count: every quantized convolution, none of the named ones
+    assert rep["extra"]["int8_convolutions"] == len(quantized)
+    assert rep["extra"]["int8_conv_fraction"] == pytest.approx(len(quantized) / rep["extra"]["convolutions"])
+
+
+def test_keep_fp32_bad_name_is_one_clear_error(trained, reid_data, tmp_path):
+    # NNCF's ignored scope would skip an unknown name silently and quantize everything
+    with pytest.raises(ModelConfigError, match="'/model/no_such_conv'") as info:
+        export_model(trained, "openvino", tmp_path, int8=True, calib=str(reid_data), keep_fp32=["/model/no_such_conv"],
+                     **NOVERIFY, **FAST)
+    assert "\n" not in str(info.value) and "keep_fp32" in str(info.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_max_drop_validation_without_identities_scores_each_item(trained):
+    """nncf.quantize_with_accuracy_control's validation function on crops without identities: one per-item value
+    per validation item (a batch), on the full set and on a subset of it (NNCF ranks layers on subsets)."""
+    from osnet_edge.calibration.sources import CropSet
+    from osnet_edge.checkpoint import model_meta
+    from osnet_edge.synthetic import synthetic_crops
+
+    meta = model_meta(trained, "fp32")
+    meta.input_format = "uint8_nhwc"
+    fp32 = qov.fp32_ov_model(trained, meta)
+    held_out = CropSet(list(synthetic_crops(70, seed=5)), "test crops")  # no pids: the agreement metric
+    items, val_fn = qov.validation_function(fp32, held_out, meta)
+    assert [len(b) for b in items] == [32, 32, 6]
+    same = qov.compile_cpu(fp32)
+    metric, per_item = val_fn(same, items)
+    assert metric == pytest.approx(1.0, abs=1e-6) and len(per_item) == 3
+    assert all(v == pytest.approx(1.0, abs=1e-5) for v in per_item)
+    metric, per_item = val_fn(same, items[1:])  # a subset: compared with FP32 on the same items
+    assert metric == pytest.approx(1.0, abs=1e-6) and len(per_item) == 2
+    noisy = qov.compile_cpu(qov.quantize(fp32, CropSet(list(synthetic_crops(32, seed=6)), "calib"), meta,
+                                         recipe="nncf-default"))
+    metric, per_item = val_fn(noisy, items)
+    assert metric < 1.0 and min(per_item) < 1.0  # INT8 differs from FP32, and the items say where

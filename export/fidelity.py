@@ -7,6 +7,8 @@ NOT used for calibration:
     and INT8 space (what a tracker's association sees); top-5: mean overlap of the two top-5 sets
   - when identities are known (a dataset split): mAP and rank-1 of FP32 and INT8, Market-1501 protocol
     (osnet_edge.evaluation.evaluate_rank)
+  - given the calibration crops and a PyTorch reference: whether the calibration ranges cover the held-out
+    crops' activations (export/coverage.py), since a crop past them is clipped at any bit width
 Defaults refuse mean cosine < 0.98 or top-1 agreement < 90%. The JSON goes next to the artifact
 (<artifact>.fidelity.json) and a summary is printed.
 
@@ -86,6 +88,10 @@ class FidelityReport:
         if g and g["top1_agreement"] is not None:
             lines.append(f"  top-1 agreement where FP32's 1st and 2nd neighbours differ by >= {CLEAR_GAP:g} cosine: "
                          f"{100 * g['top1_agreement']:.1f}% of {g['crops']} crops (the rest are near-ties)")
+        if self.extra.get("calibration_coverage"):
+            from osnet_edge.export.coverage import summary_line
+
+            lines.append(summary_line(self.extra["calibration_coverage"]))
         if "int8_conv_fraction" in self.extra:
             lines.append(f"  convolutions executing in INT8: {100 * self.extra['int8_conv_fraction']:.0f}%")
         if self.extra.get("float_layers"):
@@ -170,17 +176,19 @@ def embedder_for(obj, meta=None, batch_size: int = 32):
     from osnet_edge.runtime.embedder import l2_normalize
 
     m = model_meta(obj)  # the model's own FP32 input (float_nchw), whatever the artifact's input format
-    was_training = obj.training
-    obj.eval()
 
     def embed(crops):
+        # eval for every call (a model in training mode returns logits), its mode given back after each
+        was_training = obj.training
+        obj.eval()
         out = []
-        with torch.inference_mode():
-            for s in range(0, len(crops), batch_size):
-                x = to_batch(crops[s:s + batch_size], m.input_size, m.mean, m.std, m.color_order)
-                out.append(obj(torch.from_numpy(x)).float().numpy())
-        if was_training:
-            obj.train()
+        try:
+            with torch.inference_mode():
+                for s in range(0, len(crops), batch_size):
+                    x = to_batch(crops[s:s + batch_size], m.input_size, m.mean, m.std, m.color_order)
+                    out.append(obj(torch.from_numpy(x)).float().numpy())
+        finally:
+            obj.train(was_training)
         return l2_normalize(np.concatenate(out).astype(np.float32))
 
     return embed
@@ -191,14 +199,17 @@ def embedder_for(obj, meta=None, batch_size: int = 32):
 
 def fidelity_report(reference, candidate, held_out, query=None, *, min_cosine: float = DEFAULT_MIN_COSINE,
                     min_top1: float = DEFAULT_MIN_TOP1, batch_size: int = 32, artifact: str = "",
-                    calibration: dict | None = None, extra: dict | None = None) -> FidelityReport:
+                    calibration: dict | None = None, extra: dict | None = None, calib=None) -> FidelityReport:
     """Compare `candidate` (INT8) with `reference` (FP32) on held-out crops.
 
     reference / candidate: Embedder, artifact path, torch model, or a function crops -> features.
     held_out: a CropSet (osnet_edge.calibration) not used for calibration; with identities it is the gallery.
     query: a CropSet of queries with identities; then mAP and rank-1 of both are reported too.
+    calib: the calibration CropSet; with a torch reference, the report adds whether its activation ranges
+    cover the held-out crops (export/coverage.py).
     """
     from osnet_edge.calibration.sources import CropSet
+    from osnet_edge.export import coverage as cov
 
     if not isinstance(held_out, CropSet):
         held_out = CropSet(list(held_out), "held-out crops")
@@ -209,7 +220,15 @@ def fidelity_report(reference, candidate, held_out, query=None, *, min_cosine: f
         else embedder_for(reference, batch_size=batch_size)
     f_int = candidate if callable(candidate) and not hasattr(candidate, "embed") and not hasattr(candidate, "eval") \
         else embedder_for(candidate, batch_size=batch_size)
-    ref, test = f_ref(crops), f_int(crops)
+    torch_reference = hasattr(reference, "named_modules") and not hasattr(reference, "embed")
+    if calib is not None and torch_reference:
+        with cov.recording_peaks(reference) as held_peaks:
+            ref = f_ref(crops)
+        with cov.recording_peaks(reference) as calib_peaks:
+            f_ref(list(calib.crops))
+    else:
+        ref = f_ref(crops)
+    test = f_int(crops)
     agree = embedding_agreement(ref, test)
     retrieval = None
     if query is not None and query.has_identities and held_out.has_identities:
@@ -219,6 +238,10 @@ def fidelity_report(reference, candidate, held_out, query=None, *, min_cosine: f
             retrieval[name] = retrieval_metrics(f[ng:], f[:ng], query.pids, held_out.pids, query.camids,
                                                 held_out.camids)
     extra = dict(extra or {})
+    if calib is not None and torch_reference:
+        names = list(held_out.names) + (list(query.names) if query is not None else [])
+        extra["calibration_coverage"] = cov.coverage(cov.stacked(calib_peaks), cov.stacked(held_peaks),
+                                                     names if len(names) == len(crops) else None, agree["cosine"])
     extra["fp32_top1_top2_gap_median"] = agree["fp32_top1_top2_gap_median"]
     extra["top1_agreement_by_fp32_gap"] = agree["top1_agreement_by_fp32_gap"]
     if held_out.has_identities and (query is None or query.has_identities):

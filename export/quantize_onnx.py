@@ -144,7 +144,7 @@ def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int 
     onnx.save(proto, str(tmp_path))
     def make_report():
         conv = int8_conv_fraction(tmp_path)
-        return fid.fidelity_report(model, str(tmp_path), split.held_out, split.query,
+        return fid.fidelity_report(model, str(tmp_path), split.held_out, split.query, calib=split.calib,
                                    min_cosine=min_cosine, min_top1=min_top1, artifact=fid.final_name(tmp_path),
                                    calibration={"source": split.calib.source, "crops": len(split.calib),
                                                 "generated": split.calib.generated, "method": f"onnxruntime "
@@ -157,6 +157,7 @@ def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int 
         if not report.passed:
             report = _finetuned(model, meta, split, tmp_path, report, qat_epochs, opset, quiet,
                                 lambda: fid.fidelity_report(model, str(tmp_path), split.held_out, split.query,
+                                                            calib=split.calib,
                                                             min_cosine=min_cosine, min_top1=min_top1,
                                                             artifact=fid.final_name(tmp_path)))
         return fid.gate_artifact([tmp_path], tmp_path, lambda: report, quiet=quiet)

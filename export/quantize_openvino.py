@@ -303,8 +303,8 @@ def write_openvino_int8(model, tmp_path, meta: ModelMeta, *, calib=None, max_dro
 
     def make_report(layers=layer_report):
         conv = int8_conv_fraction(xml)
-        report = fid.fidelity_report(model, str(xml), split.held_out, split.query, min_cosine=min_cosine,
-                                     min_top1=min_top1, artifact=fid.final_name(xml),
+        report = fid.fidelity_report(model, str(xml), split.held_out, split.query, calib=split.calib,
+                                     min_cosine=min_cosine, min_top1=min_top1, artifact=fid.final_name(xml),
                                      calibration={"source": split.calib.source, "crops": len(split.calib),
                                                   "generated": split.calib.generated, "recipe": recipe,
                                                   "max_drop": max_drop, "method": "nncf.quantize_with_accuracy_control"
@@ -320,7 +320,7 @@ def write_openvino_int8(model, tmp_path, meta: ModelMeta, *, calib=None, max_dro
         if not report.passed:
             report = _finetuned(model, meta, split, xml, report, qat_epochs, quiet,
                                 lambda: fid.fidelity_report(model, str(xml), split.held_out, split.query,
-                                                            min_cosine=min_cosine, min_top1=min_top1,
+                                                            calib=split.calib, min_cosine=min_cosine, min_top1=min_top1,
                                                             artifact=fid.final_name(xml)))
         return fid.gate_artifact([xml, xml.with_suffix(".bin")], xml, lambda: report, quiet=quiet)
     return fid.gate_artifact([xml, xml.with_suffix(".bin")], xml, make_report, quiet=quiet)

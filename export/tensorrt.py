@@ -611,7 +611,7 @@ def write_trt_int8(model, tmp_path, meta: ModelMeta, *, calib=None, calib_size: 
     def make_report():
         layers = int8_layer_summary(engine)
         report = fid.fidelity_report(
-            model, str(engine), split.held_out, split.query,
+            model, str(engine), split.held_out, split.query, calib=split.calib,
             min_cosine=fid.DEFAULT_MIN_COSINE if min_cosine is None else min_cosine,
             min_top1=fid.DEFAULT_MIN_TOP1 if min_top1 is None else min_top1, artifact=engine.name,
             calibration={"source": split.calib.source, "crops": len(split.calib), "generated": split.calib.generated,

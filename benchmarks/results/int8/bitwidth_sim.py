@@ -19,12 +19,9 @@ from osnet_edge import build_model
 from osnet_edge.calibration import calibration_split
 from osnet_edge.checkpoint import model_meta
 from osnet_edge.export import fidelity as fid
+from osnet_edge.export.coverage import quantized_convs
 from osnet_edge.export.equalize import equalize
 from osnet_edge.preprocess import to_batch
-
-
-def quantized_convs(m):
-    return [(n, c) for n, c in m.named_modules() if isinstance(c, torch.nn.Conv2d) and ".gate." not in n]
 
 
 def input_ranges(m, batches):

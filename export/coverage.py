@@ -1,0 +1,94 @@
+"""Does the calibration set cover the held-out crops? INT8 activation ranges are the calibration crops' min/max
+(per tensor); a held-out crop whose activations go past them is clipped, whatever the bit width.
+
+Measured on vtest.avi (benchmarks/results/int8_real/NOTES.md, "Calibration coverage"): the x0_25 triplet
+model's min cosine of 0.91 is one held-out person in a light coat whose stage-4 activations reach 3.8x the
+largest seen in the 300 calibration crops; with 16-bit activations and the same ranges the min is still 0.945,
+with ranges that cover it 1.0. The remedy is calibration crops that look like what the camera will see, which
+only the report can tell the user: so the report measures it, on the FP32 PyTorch model, per quantized
+convolution input (the channel gates' 1x1 convolutions on pooled vectors stay float and are left out).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+
+WARN_RATIO = 1.5  # held-out peak / calibration peak past which the summary says the calibration misses crops
+TOP_LAYERS = 5
+
+
+def quantized_convs(model) -> list:
+    """(name, Conv2d) of every convolution whose input the INT8 recipes quantize: all but the channel gates'."""
+    import torch
+
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and ".gate." not in n]
+
+
+@contextmanager
+def recording_peaks(model):
+    """While active, every forward pass of `model` appends each crop's largest |input| per quantized
+    convolution to peaks[name] (one array per batch)."""
+    peaks: dict = {}
+
+    def hook(name):
+        def record(_module, inputs):
+            peaks.setdefault(name, []).append(inputs[0].detach().abs().amax(dim=(1, 2, 3)).float().cpu().numpy())
+        return record
+
+    handles = [conv.register_forward_pre_hook(hook(name)) for name, conv in quantized_convs(model)]
+    try:
+        yield peaks
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def stacked(peaks: dict) -> dict:
+    """peaks from recording_peaks -> {layer: (n_crops,) array}."""
+    return {n: np.concatenate(v) for n, v in peaks.items()}
+
+
+def coverage(calib_peaks: dict, held_peaks: dict, names=None, cosine=None) -> dict:
+    """Compare per-crop activation peaks of held-out crops with the calibration set's range, layer by layer.
+
+    Returns the worst layers (held-out peak / calibration peak), how many held-out crops go past the
+    calibration range by more than WARN_RATIO at any layer, and, given per-crop cosines, where the
+    lowest-cosine crop stands."""
+    layers = [n for n in held_peaks if n in calib_peaks]
+    if not layers:
+        return {}
+    cmax = {n: max(float(calib_peaks[n].max()), 1e-12) for n in layers}
+    ratio = np.stack([held_peaks[n] / cmax[n] for n in layers], axis=1)   # (crops, layers)
+    worst_layer = ratio.argmax(axis=1)
+    crop_ratio = ratio.max(axis=1)
+    rows = sorted(({"layer": n, "calibration_max": round(cmax[n], 4),
+                    "held_out_max": round(float(held_peaks[n].max()), 4), "ratio": round(float(ratio[:, j].max()), 3),
+                    "crops_beyond": int(np.sum(ratio[:, j] > 1.0))}
+                   for j, n in enumerate(layers)), key=lambda r: -r["ratio"])
+    out = {"max_ratio": round(float(crop_ratio.max()), 3), "warn_ratio": WARN_RATIO, "n_crops": int(len(crop_ratio)),
+           "crops_beyond_warn": int(np.sum(crop_ratio > WARN_RATIO)), "crops_beyond": int(np.sum(crop_ratio > 1.0)),
+           "layers": rows[:TOP_LAYERS]}
+    if cosine is not None:
+        i = int(np.argmin(cosine))
+        out["lowest_cosine_crop"] = {"index": i, "name": names[i] if names is not None and i < len(names) else "",
+                                     "cosine": round(float(cosine[i]), 5), "ratio": round(float(crop_ratio[i]), 3),
+                                     "layer": layers[int(worst_layer[i])]}
+    return out
+
+
+def summary_line(cov: dict) -> str:
+    if not cov:
+        return ""
+    top = cov["layers"][0]
+    if cov["max_ratio"] <= WARN_RATIO:
+        return (f"  calibration coverage: held-out activations stay within {cov['max_ratio']:.2f}x of the "
+                f"calibration range")
+    line = (f"  calibration coverage: {cov['crops_beyond_warn']} of {cov['n_crops']} held-out crops go past "
+            f"{WARN_RATIO:g}x the calibration range (up to {top['ratio']:.1f}x at {top['layer']}) and are clipped "
+            f"in INT8; calibrate with crops that look like them (other people, clothing, light)")
+    low = cov.get("lowest_cosine_crop")
+    if low and low["ratio"] > WARN_RATIO:
+        line += (f"\n  the lowest-cosine crop ({low['name'] or '#' + str(low['index'])}, cosine {low['cosine']:.4f}) "
+                 f"is one of them: {low['ratio']:.1f}x at {low['layer']}")
+    return line

@@ -13,6 +13,8 @@ One more row adds isotropic Gaussian noise to the FP32 embeddings instead (relat
 
     python benchmarks/results/int8_real/bounds.py /work/data/runs/x10_tri /work/data/runs/x10_ls \
         /work/data/runs/x025_tri /work/data/runs/x025_ls --data /work/data/vtest_crops      # -> bounds.json
+    python benchmarks/results/int8_real/bounds.py /work/data/runs/x025_tri_256 /work/data/runs/x025_ls_256 \
+        --data /work/data/vtest_crops --imgsz 256 128                                         # added to it
 """
 import argparse
 import json
@@ -63,7 +65,9 @@ def main():
     split = calibration_split(f"market1501:{a.data}", progress=False)
     held = list(split.held_out.crops) + list(split.query.crops)
     pids = np.concatenate([split.held_out.pids, split.query.pids])
-    out = {"held_out_crops": len(held), "calibration_crops": len(split.calib), "models": {}}
+    path = HERE / "bounds.json"  # runs are added to (or replace their entry in) what earlier calls measured
+    out = json.loads(path.read_text()) if path.is_file() else {"models": {}}
+    out.update(held_out_crops=len(held), calibration_crops=len(split.calib))
     for run in map(Path, a.runs):
         model = build_model(weights=str(run / "model-best.pth"), input_size=tuple(a.imgsz)).eval()
         m = model_meta(model)
@@ -105,9 +109,9 @@ def main():
             coverage[f"8-bit act + w, {label}"] = score(ref, embed(sim.fake_quantize(model, ranges, 8, 8)), pids)
             coverage[f"16-bit act, {label}"] = score(ref, embed(sim.fake_quantize(model, ranges, 16, 0)), pids)
         print(run.name, json.dumps(coverage), flush=True)
-        out["models"][run.name] = {"rows": rows, "coverage": coverage}
-    (HERE / "bounds.json").write_text(json.dumps(out, indent=1))
-    print(f"wrote {HERE / 'bounds.json'}", file=sys.stderr)
+        out["models"][run.name] = {"input_size": list(a.imgsz), "rows": rows, "coverage": coverage}
+        path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

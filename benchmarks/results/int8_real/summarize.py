@@ -42,8 +42,8 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    labels = [f"{r['run']}\n{r['format']} {r['stage']}" for r in rs]
+    fig, axes = plt.subplots(1, 3, figsize=(max(13.0, 0.9 * len(rs)), 5))
+    labels = [f"{r['run']} {'OV' if r['format'] == 'openvino' else r['format']} {r['stage']}" for r in rs]
     for ax, key, title, gate in ((axes[0], "cos_min", "min cosine FP32 vs INT8", 0.95),
                                  (axes[1], "top1", "top-1 neighbour agreement", 0.95),
                                  (axes[2], "identity", "top-1 identity agreement", None)):
@@ -51,7 +51,7 @@ def main():
         ax.bar(range(len(rs)), vals, color=["tab:red" if r["stage"] == "PTQ" else "tab:green" for r in rs])
         if gate:
             ax.axhline(gate, ls="--", c="k", lw=1)
-        ax.set_xticks(range(len(rs)), labels, fontsize=7, rotation=45, ha="right")
+        ax.set_xticks(range(len(rs)), labels, fontsize=7, rotation=90)
         ax.set_ylim(min(vals + [0.9]) - 0.02, 1.0)
         ax.set_title(title, fontsize=9)
     fig.suptitle("INT8 on held-out vtest.avi tracklets (red: post-training, green: quantization-aware fine-tuned)",

@@ -1,7 +1,7 @@
 """Does the calibration set cover the held-out crops? INT8 activation ranges are the calibration crops' min/max
 (per tensor); a held-out crop whose activations go past them is clipped, whatever the bit width.
 
-Measured on vtest.avi (benchmarks/results/int8_real/NOTES.md, "Calibration coverage"): the x0_25 triplet
+Measured on vtest.avi (benchmarks/results/int8_real/NOTES.md, "What 8 bits can reach"): the x0_25 triplet
 model's min cosine of 0.91 is one held-out person in a light coat whose stage-4 activations reach 3.8x the
 largest seen in the 300 calibration crops; with 16-bit activations and the same ranges the min is still 0.945,
 with ranges that cover it 1.0. The remedy is calibration crops that look like what the camera will see, which

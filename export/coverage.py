@@ -18,8 +18,9 @@ WARN_RATIO = 1.5  # held-out peak / calibration peak past which the summary says
 TOP_LAYERS = 5
 
 
-def quantized_convs(model) -> list:
-    """(name, Conv2d) of every convolution whose input the INT8 recipes quantize: all but the channel gates'."""
+def quantized_conv_modules(model) -> list:
+    """(name, Conv2d) of every torch convolution whose input the INT8 recipes quantize: all but the channel
+    gates'. (quantize_openvino.quantized_convs answers the same question for an INT8 IR, by op name.)"""
     import torch
 
     return [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and ".gate." not in n]
@@ -36,7 +37,7 @@ def recording_peaks(model):
             peaks.setdefault(name, []).append(inputs[0].detach().abs().amax(dim=(1, 2, 3)).float().cpu().numpy())
         return record
 
-    handles = [conv.register_forward_pre_hook(hook(name)) for name, conv in quantized_convs(model)]
+    handles = [conv.register_forward_pre_hook(hook(name)) for name, conv in quantized_conv_modules(model)]
     try:
         yield peaks
     finally:

@@ -220,8 +220,9 @@ def fidelity_report(reference, candidate, held_out, query=None, *, min_cosine: f
         else embedder_for(reference, batch_size=batch_size)
     f_int = candidate if callable(candidate) and not hasattr(candidate, "embed") and not hasattr(candidate, "eval") \
         else embedder_for(candidate, batch_size=batch_size)
-    torch_reference = hasattr(reference, "named_modules") and not hasattr(reference, "embed")
-    if calib is not None and torch_reference:
+    # coverage needs the activations, so a torch reference: hooked while it embeds the held-out crops
+    measure_coverage = calib is not None and hasattr(reference, "named_modules") and not hasattr(reference, "embed")
+    if measure_coverage:
         with cov.recording_peaks(reference) as held_peaks:
             ref = f_ref(crops)
         with cov.recording_peaks(reference) as calib_peaks:
@@ -238,7 +239,7 @@ def fidelity_report(reference, candidate, held_out, query=None, *, min_cosine: f
             retrieval[name] = retrieval_metrics(f[ng:], f[:ng], query.pids, held_out.pids, query.camids,
                                                 held_out.camids)
     extra = dict(extra or {})
-    if calib is not None and torch_reference:
+    if measure_coverage:
         names = list(held_out.names) + (list(query.names) if query is not None else [])
         extra["calibration_coverage"] = cov.coverage(cov.stacked(calib_peaks), cov.stacked(held_peaks),
                                                      names if len(names) == len(crops) else None, agree["cosine"])
@@ -340,8 +341,9 @@ def layer_errors(fp32_model, int8_model, batch: np.ndarray, types=_COMPARED_TYPE
 
     Every op of `types` that exists under the same friendly name in both models (at most max_layers of them,
     evenly spaced; `names`: only those) is compared: both models are cut at that op and run on `batch`.
-    Returns, in FP32 topological order, dicts: name, type, cosine (flattened per sample, mean over the batch), rel_err (||int8 - fp32|| / ||fp32||) and sqnr_db. The first layer where
-    cosine drops or rel_err jumps is where the error enters.
+    Returns, in FP32 topological order, dicts: name, type, cosine (flattened per sample, mean over the batch),
+    rel_err (||int8 - fp32|| / ||fp32||) and sqnr_db. The first layer where cosine drops or rel_err jumps is
+    where the error enters.
     """
     from osnet_edge.deps import require
 

@@ -50,7 +50,7 @@ def test_report_measures_coverage_on_the_torch_reference():
     assert c["lowest_cosine_crop"]["name"].startswith("held")
     assert "calibration coverage: 6 of 6 held-out crops" in rep.summary()
     # hooks are gone: later forward passes record nothing and the model is unchanged
-    assert not any(m._forward_pre_hooks for _, m in cov.quantized_convs(model))
+    assert not any(m._forward_pre_hooks for _, m in cov.quantized_conv_modules(model))
 
     # a model left in training mode (as build_model returns it) is embedded in eval mode every time, and keeps
     # its mode: the reference embeds the held-out and then the calibration crops

@@ -5,9 +5,8 @@ the file extensions they open; the Embedder picks one from the artifact's suffix
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 import numpy as np
 

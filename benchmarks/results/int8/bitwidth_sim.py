@@ -19,7 +19,7 @@ from osnet_edge import build_model
 from osnet_edge.calibration import calibration_split
 from osnet_edge.checkpoint import model_meta
 from osnet_edge.export import fidelity as fid
-from osnet_edge.export.coverage import quantized_convs
+from osnet_edge.export.coverage import quantized_conv_modules as quantized_convs
 from osnet_edge.export.equalize import equalize
 from osnet_edge.preprocess import to_batch
 

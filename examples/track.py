@@ -1,6 +1,7 @@
 """A tracker loop end to end: MOT detections on a video -> Embedder (appearance) + IoU -> MOT tracks + PNG.
 
     python examples/track.py VIDEO DET.txt MODEL [--out tracks.txt] [--png tracks.png] [--draw 100,300,500,700]
+                             [--gallery URI --camera NAME]     # finished tracks into an osnet-gallery
 
 VIDEO: a video file or a folder of frames; DET.txt: MOT-format detections (frame, id, x, y, w, h, score, ...;
 ids are ignored), e.g. from a detector or from `osnet-crops VIDEO --out DIR --write-boxes DET.txt`
@@ -17,13 +18,15 @@ from pathlib import Path
 import numpy as np
 
 
-def track_video(video, detections, model, out, png=None, draw=(), threads=None, progress=True) -> dict:
+def track_video(video, detections, model, out, png=None, draw=(), threads=None, progress=True, gallery=None,
+                camera=None) -> dict:
     import cv2
 
     from osnet_edge import Embedder
     from osnet_edge.atomic import atomic_path
     from osnet_edge.calibration.crops_dataset import write_mot
-    from osnet_edge.calibration.sources import CalibrationError, VideoEnded, frame_reader, read_mot_boxes
+    from osnet_edge.calibration.errors import CalibrationError, VideoEnded
+    from osnet_edge.calibration.video import frame_reader, read_mot_boxes
     from osnet_edge.tracking import Tracker, draw_tracks
 
     table = read_mot_boxes(detections)
@@ -32,6 +35,15 @@ def track_video(video, detections, model, out, png=None, draw=(), threads=None, 
     for row in table:
         by_frame.setdefault(int(row[0]), []).append(row[2:6])
     emb, tracker = Embedder(model, threads=threads), Tracker()
+    feed = None
+    if gallery:  # finished tracks go into the gallery as the video runs (osnet_edge.gallery, the [gallery] extra)
+        from osnet_edge.gallery import Gallery
+        from osnet_edge.gallery.live import LiveTracks
+
+        cap = cv2.VideoCapture(str(video))
+        fps = cap.get(cv2.CAP_PROP_FPS) or None if Path(video).is_file() else None
+        cap.release()
+        feed = LiveTracks(Gallery(gallery, emb), camera or Path(video).stem, fps, max_age=tracker.max_age)
     read, close = frame_reader(video)      # the MOT frame reading osnet-crops and --calib mot: use
     rows, drawn, t_decode, t_track = [], {}, 0.0, 0.0
     frames = range(1, last + 1)
@@ -49,12 +61,16 @@ def track_video(video, detections, model, out, png=None, draw=(), threads=None, 
                                        f"frame {no - 1}") from None
             t1 = time.perf_counter()
             boxes = np.asarray(by_frame.get(no, np.zeros((0, 4))), np.float64).reshape(-1, 4)
-            ids = tracker.update(boxes, emb.embed_frame(frame, boxes))  # no boxes: (0, D) features
+            feats = emb.embed_frame(frame, boxes)  # no boxes: (0, D) features
+            ids = tracker.update(boxes, feats)
+            if feed is not None:
+                feed.update(no, frame, boxes, ids, feats)
             t_track += time.perf_counter() - t1
             t_decode += t1 - t0
             rows += [(no, i, *b) for i, b in zip(ids, boxes)]
             if no in draw:
                 drawn[no] = draw_tracks(frame, boxes, ids, f"frame {no}")
+        added = feed.close() if feed is not None else None
     finally:
         close()
         emb.close()
@@ -67,7 +83,7 @@ def track_video(video, detections, model, out, png=None, draw=(), threads=None, 
             cv2.imwrite(str(tmp), grid)
     return {"frames": last, "detections": len(rows), "tracks": len({r[1] for r in rows}),
             "fps_embed_and_associate": last / t_track, "fps_with_decoding": last / (t_track + t_decode),
-            "model": str(model)}
+            "model": str(model), "gallery": added}
 
 
 def main(argv=None) -> int:
@@ -80,12 +96,16 @@ def main(argv=None) -> int:
     p.add_argument("--draw", default="100,300,500,700", help="frame numbers to draw into --png")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--gallery", metavar="URI", default=None,
+                   help="also add each finished track to this gallery (osnet-gallery; pip install 'osnet-edge[gallery]')")
+    p.add_argument("--camera", metavar="NAME", default=None, help="camera name in the gallery (default: the video's stem)")
     args = p.parse_args(argv)
     from osnet_edge.errors import OsnetEdgeError
 
     try:
         r = track_video(args.video, args.detections, args.model, args.out, args.png,
-                        {int(x) for x in args.draw.split(",") if x}, args.threads, not args.no_progress)
+                        {int(x) for x in args.draw.split(",") if x}, args.threads, not args.no_progress,
+                        args.gallery, args.camera)
     except OsnetEdgeError as exc:
         print(f"track.py: error: {exc}", file=sys.stderr)
         return 2
@@ -93,6 +113,8 @@ def main(argv=None) -> int:
           f"{' + ' + args.png if args.png else ''}")
     print(f"{r['fps_embed_and_associate']:.1f} frames/s embedding + association "
           f"({r['fps_with_decoding']:.1f} with video decoding) for {Path(args.model).name}")
+    if r["gallery"] is not None:
+        print(f"gallery {args.gallery}: +{r['gallery']['entries']} entries ({r['gallery']['tracks']} tracks)")
     return 0
 
 

@@ -18,29 +18,86 @@ import numpy as np
 INTERESTING_FLAGS = (
     "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
     "avx_vnni", "amx_tile", "amx_int8", "amx_bf16",
-    "asimd", "asimddp", "asimdhp", "sve", "i8mm", "bf16",  # ARM (Jetson, Graviton): NEON, dot-product, fp16
+    "asimd", "asimddp", "asimdhp", "sve", "sve2", "i8mm", "bf16",  # ARM (Jetson, Pi, Graviton): NEON, dotprod, fp16
 )
 
 LIBRARIES = ("osnet-edge", "numpy", "torch", "onnxruntime", "openvino", "nncf", "tensorrt",
              "opencv-python-headless", "opencv-python", "matplotlib")
 
 
-def _cpuinfo() -> dict:
-    """model name and flags from /proc/cpuinfo (Linux); platform's answer elsewhere."""
-    info = {"model": platform.processor() or platform.machine(), "flags": []}
+# ARM cores by (implementer, part) from /proc/cpuinfo (the kernel prints no model name on arm64)
+ARM_CORES = {
+    ("0x41", "0xd03"): "Cortex-A53", ("0x41", "0xd07"): "Cortex-A57", ("0x41", "0xd08"): "Cortex-A72",
+    ("0x41", "0xd05"): "Cortex-A55", ("0x41", "0xd0b"): "Cortex-A76", ("0x41", "0xd0c"): "Neoverse-N1",
+    ("0x41", "0xd41"): "Cortex-A78", ("0x41", "0xd42"): "Cortex-A78AE", ("0x41", "0xd40"): "Neoverse-V1",
+    ("0x41", "0xd4f"): "Neoverse-V2", ("0x4e", "0x004"): "NVIDIA Carmel",
+}
+
+# arm64 AT_HWCAP / AT_HWCAP2 bits -> the names /proc/cpuinfo prints (arch/arm64/include/uapi/asm/hwcap.h)
+_HWCAP = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc dcpop "
+          "sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg").split()
+_HWCAP2 = ("dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svef32mm svef64mm svebf16 "
+           "i8mm bf16 dgh rng bti").split()
+
+
+def hwcap_flags(hwcap: int, hwcap2: int = 0) -> list:
+    """arm64 auxiliary-vector capability words -> feature names as /proc/cpuinfo spells them."""
+    return ([n for i, n in enumerate(_HWCAP) if hwcap >> i & 1]
+            + [n for i, n in enumerate(_HWCAP2) if hwcap2 >> i & 1])
+
+
+def _auxv_flags() -> list:
+    """This process's arm64 features from getauxval(AT_HWCAP/AT_HWCAP2). Under qemu-user /proc/cpuinfo is the
+    host's x86 file, but the auxiliary vector is the emulated CPU's: the features the code really gets."""
+    import ctypes
+
     try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-    except OSError:
-        return info
+        getauxval = ctypes.CDLL(None).getauxval
+    except (OSError, AttributeError):
+        return []
+    getauxval.restype, getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
+    return hwcap_flags(getauxval(16), getauxval(26))  # AT_HWCAP, AT_HWCAP2
+
+
+def parse_cpuinfo(text: str, machine: str | None = None) -> dict:
+    """model and feature flags from /proc/cpuinfo text: x86 'model name' + 'flags', arm64 'CPU part' + 'Features'
+    (+ a board 'Model' line, as a Raspberry Pi has). flags_source says where the flags came from."""
+    machine = machine or platform.machine()
+    info = {"model": platform.processor() or machine, "flags": [], "flags_source": "/proc/cpuinfo"}
+    fields: dict = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()
-        if key in ("model name", "cpu model", "hardware") and info["model"] in ("", platform.machine(),
-                                                                                 platform.processor()):
-            info["model"] = value.strip()
-        elif key in ("flags", "features") and not info["flags"]:
-            info["flags"] = value.split()
+        if key and key not in fields:
+            fields[key] = value.strip()
+    arm = machine.lower() in ("aarch64", "arm64")
+    if arm and "features" in fields:
+        core = ARM_CORES.get((fields.get("cpu implementer", "").lower(), fields.get("cpu part", "").lower()))
+        model = f"ARM {core}" if core else fields.get("model name") or "unknown ARM core"
+        info["model"] = f"{model} ({fields['model']})" if "model" in fields else model
+        info["flags"] = fields["features"].split()
+    elif arm:  # no ARM Features line: qemu-user passes the host's (x86) /proc/cpuinfo through
+        info["model"] = "aarch64 CPU (/proc/cpuinfo describes another machine: emulated)"
+        info["flags_source"] = "none"
+    else:
+        for key in ("model name", "cpu model", "hardware"):
+            if fields.get(key):
+                info["model"] = fields[key]
+                break
+        info["flags"] = (fields.get("flags") or fields.get("features") or "").split()
+    return info
+
+
+def _cpuinfo() -> dict:
+    """model and flags from /proc/cpuinfo (Linux), the auxiliary vector on arm64 without one; platform elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = parse_cpuinfo(f.read())
+    except OSError:
+        info = {"model": platform.processor() or platform.machine(), "flags": [], "flags_source": "none"}
+    if info["flags_source"] == "none" and platform.machine().lower() in ("aarch64", "arm64") \
+            and platform.system() == "Linux":
+        info["flags"], info["flags_source"] = _auxv_flags(), "getauxval(AT_HWCAP)"
     return info
 
 
@@ -85,6 +142,7 @@ def machine_info() -> dict:
         "physical_cores": _physical_cores(),
         "usable_cores": affinity,
         "flags": [f for f in INTERESTING_FLAGS if f in flags],
+        "flags_source": cpu["flags_source"],
         "isa_class": isa_class(flags),
         "os": platform.platform(),
         "python": platform.python_version(),
@@ -93,7 +151,13 @@ def machine_info() -> dict:
 
 
 def isa_class(flags) -> str:
-    """The instruction-set class results are quoted for: 'AVX2', 'AVX-512 VNNI BF16', 'AVX-512 AMX', 'NEON'..."""
+    """The instruction-set class results are quoted for: 'AVX2', 'AVX-512 VNNI BF16', 'ARMv8.2 NEON dotprod/fp16'...
+
+    ARM classes follow what the inference kernels switch on: dotprod (SDOT/UDOT: ONNX Runtime's and oneDNN/ACL's
+    INT8 GEMMs), fp16 arithmetic (OpenVINO's default f16 execution on ARM), i8mm/bf16 (ARMv8.6 matrix-multiply
+    INT8/BF16 kernels), SVE. Cortex-A72 (Raspberry Pi 4) is ARMv8.0 NEON; Cortex-A76 (Pi 5) and A78AE (Jetson
+    Orin) ARMv8.2 NEON dotprod/fp16; Neoverse-V1 (Graviton3) ARMv8.6 NEON dotprod/fp16/i8mm/bf16 SVE.
+    """
     f = set(flags)
     if "avx512f" in f:
         parts = ["AVX-512"] + [name for name, flag in (("VNNI", "avx512_vnni"), ("BF16", "avx512_bf16"),
@@ -101,8 +165,11 @@ def isa_class(flags) -> str:
     elif "avx2" in f:
         parts = ["AVX2"] + (["VNNI"] if "avx_vnni" in f else [])
     elif "asimd" in f:
-        parts = ["NEON"] + [name for name, flag in (("dot", "asimddp"), ("fp16", "asimdhp"), ("i8mm", "i8mm"),
-                                                    ("BF16", "bf16")) if flag in f]
+        ext = [name for name, flag in (("dotprod", "asimddp"), ("fp16", "asimdhp"), ("i8mm", "i8mm"),
+                                       ("bf16", "bf16")) if flag in f]
+        level = "ARMv8.6" if {"i8mm", "bf16"} & f else "ARMv8.2" if {"asimddp", "asimdhp"} & f else "ARMv8.0"
+        parts = [level, "NEON" + (" " + "/".join(ext) if ext else "")]
+        parts += ["SVE2"] if "sve2" in f else ["SVE"] if "sve" in f else []
     else:
         parts = ["baseline x86" if "sse4_2" in f else "unknown ISA"]
     return " ".join(parts)

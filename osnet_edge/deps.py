@@ -16,6 +16,8 @@ _EXTRAS = {
     "cuda": ("tensorrt", "the TensorRT runtime (cuda-python)"),
     "cv2": ("runtime", "image resizing"),
     "matplotlib": ("bench", "plots"),
+    "lancedb": ("gallery", "the cross-camera gallery"),
+    "pyarrow": ("gallery", "the cross-camera gallery"),
 }
 
 
@@ -27,9 +29,19 @@ def require(module: str, purpose: str | None = None):
         top = module.split(".")[0]
         extra, what = _EXTRAS.get(top, (None, top))
         hint = f"pip install 'osnet-edge[{extra}]'" if extra else f"pip install {top}"
+        if top == "tensorrt" and _aarch64_linux():  # no TensorRT wheel for aarch64: the extra brings cuda-python only
+            hint = ("on aarch64 Linux (Jetson) TensorRT comes with JetPack, not pip: sudo apt install python3-libnvinfer "
+                    "(in a virtualenv made with --system-site-packages)")
         raise MissingDependencyError(
             f"{purpose or what} needs the '{top}' package, which is not installed: {hint}"
         ) from exc
+
+
+def _aarch64_linux() -> bool:
+    import platform
+    import sys
+
+    return sys.platform.startswith("linux") and platform.machine().lower() in ("aarch64", "arm64")
 
 
 def available(module: str) -> bool:

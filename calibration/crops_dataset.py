@@ -31,8 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from osnet_edge.calibration.motion import MotionDetector, MotionParams
-from osnet_edge.calibration.sources import (CalibrationError, VideoEnded, frame_reader, even_sample, iter_frames,
-                                            read_mot_boxes)
+from osnet_edge.atomic import durable_replace
+from osnet_edge.calibration.errors import CalibrationError, VideoEnded
+from osnet_edge.calibration.sources import even_sample
+from osnet_edge.calibration.video import frame_reader, iter_frames, read_mot_boxes
 from osnet_edge.calibration.tracklets import link_tracklets, tracklets_from_ids
 from osnet_edge.errors import InputError
 from osnet_edge.preprocess import crop_boxes
@@ -264,7 +266,7 @@ def build_crops_dataset(video, out, boxes=None, min_track: int = 10, per_track: 
                     [cv2.IMWRITE_JPEG_QUALITY, 90])
         if out.exists():
             out.rmdir()                 # empty (checked above): replaced by the complete folder
-        os.replace(tmp, out)
+        durable_replace(tmp, out)  # every crop's data on disk before the folder gets its name
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -22,24 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
+from osnet_edge.calibration.errors import CalibrationError
 from osnet_edge.errors import InputError
+from osnet_edge.calibration.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, frame_reader, read_mot_boxes
 from osnet_edge.preprocess import crop_boxes, to_batch
 
 DEFAULT_SIZE = 300      # NNCF's default subset_size; enough for stable per-tensor ranges of OSNet
 MIN_CROPS = 32          # below this the activation ranges are noise: refused
 RECOMMENDED_MIN = 100   # below this a warning: the ranges of rare activations are poorly estimated
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
-MIN_BOX_SIDE = 8        # boxes smaller than this (px) are detector noise, not people
 
 # Market-1501 / DukeMTMC-reID file names: 0002_c1s1_000451_03.jpg, -1_c1s1_... (junk), 0000_... (distractor)
 _MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
 MARKET_SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test",
                  "test": "bounding_box_test"}
-
-
-class CalibrationError(InputError):
-    """A calibration source that is missing, empty, unreadable or too small."""
 
 
 @dataclass
@@ -171,115 +166,6 @@ def from_market(root, split: str = "train", n: int | None = DEFAULT_SIZE, seed: 
     files = [files[i] for i in idx]
     return CropSet(_read_images(files, progress, f"{root.name}/{split}"), f"market1501:{root}:{split}",
                    [f.name for f in files], np.asarray(pids)[idx], np.asarray(cams)[idx])
-
-
-def read_mot_boxes(path, min_side: int = MIN_BOX_SIDE) -> np.ndarray:
-    """MOT det/gt text (frame, id, x, y, w, h, conf, ...; frames 1-based) -> (N, 6) [frame, id, x1, y1, x2, y2].
-
-    gt rows whose 7th column ('consider' flag) is 0 are ignored, as the MOT benchmark does; boxes with a
-    side under min_side px are dropped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CalibrationError(f"MOT box file {path} not found")
-    rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        parts = re.split(r"[,\s]+", line)
-        try:
-            vals = [float(v) for v in parts]
-        except ValueError:
-            raise CalibrationError(f"{path}:{lineno}: not a MOT row (frame, id, x, y, w, h, ...): {line[:80]!r}") \
-                from None
-        if len(vals) < 6:
-            raise CalibrationError(f"{path}:{lineno}: a MOT row needs at least 6 values (frame, id, x, y, w, h), "
-                                   f"got {len(vals)}")
-        if "gt" in path.stem.lower() and len(vals) >= 7 and vals[6] == 0:
-            continue
-        f, i, x, y, w, h = vals[:6]
-        if w >= min_side and h >= min_side:
-            rows.append((f, i, x, y, x + w, y + h))
-    if not rows:
-        raise CalibrationError(f"{path} holds no boxes of at least {min_side}x{min_side} px")
-    return np.asarray(rows, np.float64)
-
-
-class VideoEnded(CalibrationError):
-    """A video that has fewer frames than asked for."""
-
-
-def frame_reader(video):
-    """A function frame_no (1-based, increasing) -> BGR frame, for a video file or a folder of frame images."""
-    read, close, _ = _open_frames(video)
-    return read, close
-
-
-def iter_frames(video):
-    """(frame_no, BGR frame) for every frame of a video file (1-based) or a frame folder (the number in
-    each file name), in order. The same reading as mot:VIDEO,BOXES calibration."""
-    read, close, numbers = _open_frames(video)
-    try:
-        if numbers is not None:
-            for no in numbers:
-                yield no, read(no)
-            return
-        no = 1
-        while True:
-            try:
-                frame = read(no)
-            except VideoEnded:
-                if no == 1:
-                    raise CalibrationError(f"video {video} holds no decodable frame") from None
-                return
-            yield no, frame
-            no += 1
-    finally:
-        close()
-
-
-def _open_frames(video):
-    """(read, close, frame numbers of a folder or None for a video); see frame_reader."""
-    from osnet_edge.deps import require
-
-    cv2 = require("cv2", "reading calibration video")
-    video = Path(video)
-    if video.is_dir():  # MOT layout: img1/000001.jpg ...
-        frames = sorted(p for p in video.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not frames:
-            raise CalibrationError(f"frame folder {video} holds no images")
-        by_no = {}
-        for k, p in enumerate(frames, 1):
-            digits = re.sub(r"\D", "", p.stem)
-            by_no[int(digits) if digits else k] = p
-
-        def read(no):
-            p = by_no.get(int(no))
-            img = None if p is None else cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if img is None:
-                raise CalibrationError(f"frame {int(no)} of {video} is missing or unreadable")
-            return img
-
-        return read, lambda: None, sorted(by_no)
-    if not video.is_file():
-        raise CalibrationError(f"video {video} not found")
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise CalibrationError(f"video {video} could not be opened by OpenCV")
-    state = {"pos": 0, "frame": None}
-
-    def read(no):
-        no = int(no)
-        while state["pos"] < no:  # sequential decoding: seeking is unreliable in many codecs
-            ok, frame = cap.read()
-            if not ok:
-                raise VideoEnded(f"video {video} ended at frame {state['pos']} but the boxes ask for frame {no}")
-            state["pos"] += 1
-            state["frame"] = frame
-        return state["frame"]
-
-    return read, cap.release, None
 
 
 def from_mot(video, boxes, n: int = DEFAULT_SIZE, seed: int = 0, progress: bool = True) -> CropSet:

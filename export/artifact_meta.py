@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from osnet_edge.artifact_files import file_sha256
 from osnet_edge.errors import ArtifactError
 from osnet_edge.metadata import META_KEY, ModelMeta
 
@@ -41,7 +42,10 @@ def _openvino(path: Path, meta: ModelMeta) -> None:
     node = tree.getroot().find(f"rt_info/{META_KEY}")
     if node is None:
         raise ArtifactError(f"{path} has no rt_info/{META_KEY} to update")
-    node.set("value", _with_provenance(node.get("value", "{}"), meta, path))
+    d = json.loads(_with_provenance(node.get("value", "{}"), meta, path))
+    # the .xml names its .bin by stem only: its digest lets the runtime tell a .bin of another model (same size)
+    d.setdefault("extra", {})["bin_sha256"] = file_sha256(path.with_suffix(".bin"))
+    node.set("value", json.dumps(d, sort_keys=True))
     tree.write(path, encoding="utf-8", xml_declaration=True)
 
 

@@ -6,7 +6,6 @@ unpickle is refused, never executed.
 from __future__ import annotations
 
 import functools
-import hashlib
 import pickle
 import sys
 import zipfile
@@ -14,8 +13,11 @@ from pathlib import Path
 
 import torch
 
+from .artifact_files import file_sha256, model_file
 from .errors import CheckpointError
 from .metadata import ModelMeta
+from .models.factory import FAMILIES, VARIANTS, arch_name, model_config, scaled_channels
+from .models.osnet import OSNet
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 # what a model built without weights says about itself
@@ -23,11 +25,10 @@ RANDOM_INIT = {"weights": "random init", "trained": False}
 
 
 def _read(path) -> object:
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"weights file not found: {p}")
+    p = model_file(path, "weights file", CheckpointError)
     if p.stat().st_size == 0:
         raise CheckpointError(f"weights file is empty: {p}")
+    _check_container(p)
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -39,9 +40,39 @@ def _read(path) -> object:
                 f"(torch.save(model.state_dict(), path)) from code you trust"
             ) from None
         raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p} is truncated or not a PyTorch checkpoint ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError, MemoryError, OverflowError, RecursionError) as exc:
+        # torch's unpickler raises whatever the bytes provoke (KeyError: 101 for a text file); all mean the same
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{p} is truncated or not a PyTorch checkpoint ({type(exc).__name__}: {first})") \
+            from None
+
+
+def _check_container(p: Path):
+    """What torch.save writes: a zip of stored (uncompressed) members holding a data.pkl, or a legacy pickle
+    (protocol 2+, first byte 0x80). Anything else is refused before the unpickler sees it, and a member that
+    claims more bytes than the file has (a 'huge tensor' header) before anything is allocated for it."""
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(p) as zf:
+                members = zf.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise CheckpointError(f"{p} is truncated or not a PyTorch checkpoint (a broken zip archive: {exc})") \
+                from None
+        if not any(m.filename.endswith("/data.pkl") or m.filename == "data.pkl" for m in members):
+            raise CheckpointError(f"{p} is a zip archive but not a PyTorch checkpoint (it has no data.pkl)")
+        for m in members:
+            if m.compress_type != zipfile.ZIP_STORED or m.header_offset + m.file_size > size:
+                raise CheckpointError(f"{p}: member {m.filename[:80]} declares {m.file_size} bytes "
+                                      f"{'compressed' if m.compress_type != zipfile.ZIP_STORED else 'past the end'} "
+                                      f"in a {size}-byte file; refused (torch.save writes members as they are)")
+    elif head[:1] != b"\x80":
+        kind = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "binary data"
+        raise CheckpointError(f"{p} is not a PyTorch checkpoint (it holds {kind} starting {head!r}, not the zip "
+                              f"archive torch.save writes)")
 
 
 def _state_dict_of(obj, path) -> dict:
@@ -72,9 +103,6 @@ def _architectural(key: str) -> bool:
 @functools.lru_cache(maxsize=None)
 def _reference_shapes(family: str, width: float) -> dict:
     """{key: shape} of the variant's state_dict, built on the meta device (no memory, no init)."""
-    from .models.factory import model_config
-    from .models.osnet import OSNet
-
     with torch.device("meta"):
         ref = OSNet(model_config(None, width, family)[1]).state_dict()
     return {k: tuple(v.shape) for k, v in ref.items() if _architectural(k)}
@@ -106,8 +134,6 @@ _CHANNEL_KEYS = ("conv1.conv.weight", "conv2.0.conv3.conv.weight", "conv3.0.conv
 def width_for_channels(channels) -> float | None:
     """The width multiplier whose scaled_channels() are `channels`: a torchreid width if one fits, else the
     one with fewest decimals (several β round to the same channels; they build the same network)."""
-    from .models.factory import VARIANTS, scaled_channels
-
     channels = tuple(int(c) for c in channels)
     for w in sorted({w for _, w in VARIANTS.values()}, reverse=True):
         if scaled_channels(w) == channels:
@@ -123,8 +149,6 @@ def width_for_channels(channels) -> float | None:
 
 def _candidates(state: dict) -> list:
     """(arch, family, width) of every family at the width the file's channel counts imply."""
-    from .models.factory import FAMILIES, arch_name
-
     if not all(k in state and state[k].dim() >= 1 for k in _CHANNEL_KEYS):
         return []
     width = width_for_channels(tuple(state[k].shape[0] for k in _CHANNEL_KEYS))
@@ -134,8 +158,6 @@ def _candidates(state: dict) -> list:
 def _closest(state: dict) -> tuple:
     """(arch, (missing, unexpected, mismatched)) of the variant nearest to `state`: the families at its
     implied width, then every torchreid variant."""
-    from .models.factory import VARIANTS
-
     pool = _candidates(state)
     pool += [(n, f, w) for n, (f, w) in VARIANTS.items() if n not in {c[0] for c in pool}]
     scored = [(c[0], _differences(state, _reference_shapes(c[1], c[2]))) for c in pool]
@@ -174,14 +196,6 @@ def checkpoint_arch(path) -> tuple[str, dict | None]:
     return infer_arch(_state_dict_of(obj, path), str(path)), None
 
 
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_checkpoint(model, path, verbose: bool = True) -> dict:
     """Load weights into `model` from a torchreid or osnet-edge checkpoint.
 
@@ -200,19 +214,25 @@ def load_checkpoint(model, path, verbose: bool = True) -> dict:
         if key in state and (key not in own or tuple(own[key].shape) != tuple(state[key].shape)):
             dropped.append(key)
             del state[key]
+    # a file without a classifier (a feature extractor's weights) fits a model that has one: it starts untrained
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")
-               and not (dropped and k.startswith("classifier."))]
+               and not k.startswith("classifier.")]
     unexpected = [k for k in state if k not in own]
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
                   if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or mismatched:
         arch = getattr(model, "arch", type(model).__name__)
-        lines = [f"{path} does not fit {arch}; it most likely belongs to {_closest(state)[0]}."]
+        closest = _closest(state)[0]
+        lines = [f"{path} does not fit {arch}" + (f"; it most likely belongs to {closest}." if closest != arch
+                                                  else " (the same variant, with other keys):")]
         raise CheckpointError("\n".join(lines + _difference_lines(missing, unexpected, mismatched)))
     model.load_state_dict(state, strict=False)
     if dropped and verbose and "classifier.weight" in own:
         print(f"note: {Path(path).name}: classifier dropped (trained for {their_classes} classes, this model has "
               f"{own['classifier.weight'].shape[0]}); the model's classifier starts untrained", file=sys.stderr)
+    elif their_classes is None and verbose and "classifier.weight" in own:
+        print(f"note: {Path(path).name} has no classifier (feature-extractor weights); the model's classifier "
+              f"({own['classifier.weight'].shape[0]} classes) starts untrained", file=sys.stderr)
     meta = obj.get("meta") if isinstance(obj, dict) else None
     if isinstance(meta, dict) and meta.get("input_size"):
         model.input_size = tuple(meta["input_size"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifact_files import model_file
 from ..errors import ArtifactError
 from ..metadata import ModelMeta
 
@@ -22,6 +23,15 @@ BACKENDS = {
     ".pt": "osnet_edge.runtime.torch_backend:TorchBackend",
     ".pth": "osnet_edge.runtime.torch_backend:TorchBackend",
 }
+
+
+# the longest any one inference may take before the runtime gives up on it and raises (a chunk is a few crops:
+# ~10 ms on a 2-core CPU; the bound is for a backend that hangs, not a slow one). Embedder(timeout=...) changes it.
+DEFAULT_TIMEOUT_S = 120.0
+
+
+class InferenceTimeout(ArtifactError, TimeoutError):
+    """A backend call that did not return within its bound: the message names the backend and the artifact."""
 
 
 # crops x pixels per stream chunk on CPUs: 4 crops at 256x128 was fastest for osnet_x0_25 and osnet_x1_0 alike
@@ -76,9 +86,7 @@ class Backend:
     stream_pixels: int | None = None
 
     def __init__(self, path, device=None, threads=None, **options):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ArtifactError(f"model file not found: {self.path}")
+        self.path = model_file(path)
         self.device = device
         self.threads = threads
         self.meta: ModelMeta | None = None
@@ -93,6 +101,21 @@ class Backend:
 
     def describe(self) -> str:
         return f"{self.name} ({self.device or 'default device'})"
+
+    def check_input_shape(self, shape, layout: str):
+        """Refuse a graph input that no crop batch can feed: not 4-D, a static side that is not the metadata's,
+        a non-positive or absurd size. Symbolic (named) sides are legitimate: the metadata's size is fed."""
+        if len(shape) != 4:
+            raise ArtifactError(f"{self.path}: its input has {len(shape)} dimensions {list(shape)}; an OSNet "
+                                f"embedder takes a 4-D batch")
+        h, w, c = (shape[1], shape[2], shape[3]) if layout == "nhwc" else (shape[2], shape[3], shape[1])
+        want = tuple(self.meta.input_size) if self.meta is not None else None
+        for label, dim, expect in (("height", h, want and want[0]), ("width", w, want and want[1]), ("channels", c, 3)):
+            if isinstance(dim, int) and dim >= 0 and expect and dim != expect:
+                raise ArtifactError(f"{self.path}: its input {label} is {dim} but its metadata says {expect}; "
+                                    f"the graph and its metadata disagree (a damaged or hand-edited file)")
+            if isinstance(dim, int) and (dim == 0 or dim > 1 << 16 or (dim < 0 and dim != -1)):
+                raise ArtifactError(f"{self.path}: its input {label} is {dim}; refused (not a size a crop has)")
 
     def close(self):
         """Release sessions, engines and device memory."""

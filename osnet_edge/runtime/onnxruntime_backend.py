@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..artifact_files import check_onnx
 from ..deps import require
 from ..errors import ArtifactError, InputError
 from ..metadata import META_KEY, ModelMeta
@@ -54,6 +55,7 @@ class OnnxRuntimeBackend(Backend):
             raise ArtifactError(f"graph_optimization must be one of {', '.join(levels)}, got {graph_optimization!r}")
         self._level = levels[graph_optimization]
         _check_file(self.path)
+        check_onnx(self.path)  # external data inside the folder, before ORT reads any of it
         self.session = self._session(threads)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1:
@@ -65,6 +67,7 @@ class OnnxRuntimeBackend(Backend):
         self.input_shape = inputs[0].shape
         props = self.session.get_modelmeta().custom_metadata_map
         self.meta = ModelMeta.from_json(props[META_KEY], str(self.path)) if META_KEY in props else None
+        self.check_input_shape(self.input_shape, "nhwc" if self.input_dtype == np.uint8 else "nchw")
         out_shape = outputs[0].shape
         self.feature_dim = out_shape[-1] if isinstance(out_shape[-1], int) else 512
         if isinstance(self.input_shape[0], int) and self.input_shape[0] > 0:  # a static-batch export
@@ -94,8 +97,8 @@ class OnnxRuntimeBackend(Backend):
             return self._ort.InferenceSession(str(self.path), sess_options=so, providers=self._providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf types; say which file and why
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise ArtifactError(f"{self.path} could not be loaded by ONNX Runtime: it is truncated or not an "
-                                f"ONNX model ({first})") from None
+            raise ArtifactError(f"{self.path} could not be loaded by ONNX Runtime: it is truncated, damaged or not "
+                                f"an ONNX model it can run ({first})") from None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._infer(self.session, batch)

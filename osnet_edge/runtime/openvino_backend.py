@@ -1,19 +1,24 @@
 """OpenVINO backend for .xml IR: CPU / GPU / NPU / AUTO, latency or throughput hint (streams).
 
-Torch-free. Thread-safe: each call borrows an infer request from a small pool (requests are not
-re-entrant, a compiled model is), so threads sharing one Embedder never share a request, and the
-Embedder's concurrent stream chunks each run on a request of their own.
+Torch-free. Streams run as OpenVINO means them to: one caller thread submits the chunks of a batch to the
+requests of an AsyncInferQueue (start_async) and OpenVINO's own stream threads run them, instead of several
+Python threads each blocking in InferRequest.infer (the pattern seen to hang forever, once in ~35 runs, in a
+process that had used torch). Every wait is bounded (InferRequest.wait_for): a request that does not finish
+raises InferenceTimeout naming the backend, and is cancelled. Threads sharing one Embedder take turns per batch.
 """
 from __future__ import annotations
 
+import contextlib
 import queue
+import threading
 
 import numpy as np
 
+from ..artifact_files import check_ir, check_ir_digest
 from ..deps import require
 from ..errors import ArtifactError, InputError
 from ..metadata import META_KEY, ModelMeta
-from .base import Backend, cpu_stream_pixels
+from .base import DEFAULT_TIMEOUT_S, Backend, InferenceTimeout, cpu_stream_pixels
 
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "cumulative_throughput": "CUMULATIVE_THROUGHPUT"}
 # execution precision -> OpenVINO's INFERENCE_PRECISION_HINT, and the capability a device must report for it
@@ -82,9 +87,7 @@ class OpenVINOBackend(Backend):
         ov = require("openvino", "the OpenVINO backend")
         if self.path.suffix.lower() != ".xml":
             raise ArtifactError(f"{self.path}: OpenVINO IR is an .xml file with a .bin beside it")
-        bin_path = self.path.with_suffix(".bin")
-        if not bin_path.is_file():
-            raise ArtifactError(f"{self.path}: its weights file {bin_path.name} is missing (an IR is .xml + .bin)")
+        check_ir(self.path)  # its .bin inside the folder and of this IR, before OpenVINO reads either
         self.core = ov.Core()
         if cache_dir:
             self.core.set_property({"CACHE_DIR": str(cache_dir)})
@@ -94,12 +97,19 @@ class OpenVINOBackend(Backend):
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise ArtifactError(f"{self.path} could not be read as OpenVINO IR: it is truncated, or not an IR "
                                 f"({first})") from None
-        self.meta = (ModelMeta.from_json(model.get_rt_info([META_KEY]).astype(str), str(self.path))
+        self.meta = (ModelMeta.from_json(_rt_text(model, self.path), str(self.path))
                      if model.has_rt_info([META_KEY]) else None)
+        check_ir_digest(self.path, self.meta)
         if len(model.inputs) != 1:
             raise ArtifactError(f"{self.path} has {len(model.inputs)} inputs; an OSNet embedder has one")
         self.input_dtype = np.uint8 if model.inputs[0].get_element_type() == ov.Type.u8 else np.float32
         self.input_format = "uint8_nhwc" if self.input_dtype == np.uint8 else "float_nchw"
+        pshape = model.inputs[0].get_partial_shape()
+        if pshape.rank.is_dynamic:
+            raise ArtifactError(f"{self.path}: its input has no fixed number of dimensions; an OSNet embedder takes a "
+                                f"4-D batch")
+        self.check_input_shape([d.get_length() if d.is_static else None for d in pshape],
+                               "nhwc" if self.input_dtype == np.uint8 else "nchw")
         out_shape = model.outputs[0].get_partial_shape()
         self.feature_dim = out_shape[-1].get_length() if out_shape[-1].is_static else 512
 
@@ -125,9 +135,13 @@ class OpenVINOBackend(Backend):
             self.n_requests = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         except Exception:
             self.n_requests = 1
+        # the requests of an AsyncInferQueue: chunks of one batch are submitted to them in turn (run_chunks);
+        # a lone run() borrows one. Its own start_async/wait_all wait without a bound, so they are not called.
+        self._queue = ov.AsyncInferQueue(self.compiled, self.n_requests)
         self._pool: queue.Queue = queue.Queue()
-        for _ in range(self.n_requests):
-            self._pool.put(self.compiled.create_infer_request())
+        for req in self._queue:
+            self._pool.put(req)
+        self._submit = threading.Lock()  # one batch's chunks at a time own every request
         self._latency: queue.Queue | None = None
         self.latency_compiled = None
         if self.n_requests > 1:
@@ -156,6 +170,8 @@ class OpenVINOBackend(Backend):
                                 f"{wanted} asked for; refusing to hand out embeddings at another precision")
         return compiled
 
+    timeout_s = DEFAULT_TIMEOUT_S
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         pool = self._latency
         if pool is not None and pool.empty():  # the all-cores request is busy (another thread): use a stream
@@ -165,16 +181,63 @@ class OpenVINOBackend(Backend):
     def run_stream(self, batch: np.ndarray) -> np.ndarray:
         return self._infer(batch, self._pool)
 
+    def run_chunks(self, chunks):
+        """(span, batch) pairs -> (span, features) as they finish: each chunk is started on the next request as
+        soon as it is free, so the caller's preprocessing of chunk k overlaps inference of the ones before."""
+        with self._bounded(self._submit, "the stream requests (another thread's batch)"):
+            try:
+                reqs = [self._pool.get(timeout=self.timeout_s) for _ in range(self.n_requests)]
+            except queue.Empty:
+                raise InferenceTimeout(f"{self.describe()}: the stream requests stayed busy for {self.timeout_s:g} s "
+                                       f"({self.path.name})") from None
+            busy: dict = {}  # request index -> (span, batch kept alive while OpenVINO reads it)
+            try:
+                for k, (span, batch) in enumerate(chunks):
+                    self._check(batch)
+                    i = k % len(reqs)
+                    if i in busy:
+                        yield busy[i][0], self._result(reqs[i])
+                    reqs[i].start_async({0: batch}, share_inputs=True)
+                    busy[i] = (span, batch)
+                for i in sorted(busy, key=lambda j: busy[j][0].start):
+                    yield busy[i][0], self._result(reqs[i])
+                busy.clear()
+            finally:
+                for i in busy:  # an error in a later chunk: let the started ones finish (bounded) before reuse
+                    with contextlib.suppress(Exception):
+                        reqs[i].wait_for(int(self.timeout_s * 1000))
+                for req in reqs:
+                    self._pool.put(req)
+
     def _infer(self, batch, pool):
+        self._check(batch)
+        try:
+            req = pool.get(timeout=self.timeout_s)
+        except queue.Empty:
+            raise InferenceTimeout(f"{self.describe()}: no infer request became free within {self.timeout_s:g} s "
+                                   f"({self.path.name}); every request is stuck") from None
+        try:
+            req.start_async({0: batch}, share_inputs=True)
+            return self._result(req)
+        finally:
+            pool.put(req)
+
+    def _check(self, batch):
         if batch.dtype != self.input_dtype:
             raise InputError(f"{self.path.name} expects {np.dtype(self.input_dtype).name} input, got {batch.dtype} "
                              f"(its metadata's input_format does not match the graph)")
-        req = pool.get()
-        try:
-            req.infer({0: batch}, share_inputs=True)
-            return req.get_output_tensor(0).data.copy()
-        finally:
-            pool.put(req)
+
+    def _result(self, req) -> np.ndarray:
+        if not req.wait_for(int(self.timeout_s * 1000)):  # wait_for releases the GIL
+            req.cancel()
+            raise InferenceTimeout(f"{self.describe()}: an inference of {self.path.name} did not finish within "
+                                   f"{self.timeout_s:g} s; it was cancelled")
+        return req.get_output_tensor(0).data.copy()
+
+    def _bounded(self, lock, what):
+        if not lock.acquire(timeout=self.timeout_s):
+            raise InferenceTimeout(f"{self.describe()}: {what} stayed busy for {self.timeout_s:g} s")
+        return _Release(lock)
 
     def describe(self) -> str:
         return (f"openvino {self.device} hint={self.hint} streams={self.streams} "
@@ -183,4 +246,25 @@ class OpenVINOBackend(Backend):
     def close(self):
         self._pool = queue.Queue()
         self._latency = None
+        self._queue = None
         self.compiled = self.latency_compiled = None
+
+
+class _Release:
+    """`with`: release a lock already acquired (with a timeout) on leaving."""
+
+    def __init__(self, lock):
+        self.lock = lock
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
+def _rt_text(model, path) -> str:
+    try:
+        return model.get_rt_info([META_KEY]).astype(str)
+    except Exception as exc:  # rt_info that is a nested map, not the JSON string our writer stores
+        raise ArtifactError(f"{path}: osnet-edge metadata in rt_info is not a string ({str(exc)[:200]})") from None

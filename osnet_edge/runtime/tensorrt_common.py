@@ -1,4 +1,4 @@
-"""What the TensorRT builder (export/tensorrt.py) and runtime (tensorrt_backend.py) share. Torch-free.
+"""What the TensorRT builder (export/tensorrt_build.py) and runtime (tensorrt_backend.py) share. Torch-free.
 
 - GPU discovery through the CUDA *driver* (ctypes on libcuda), so "no GPU" is detected before the
   multi-GB tensorrt / cuda-python packages are even looked for, and on a CPU box both the export and

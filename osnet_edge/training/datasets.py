@@ -111,7 +111,7 @@ def _market_split(folder: Path, name: str, relabel: bool, max_cam: int) -> list:
         pid, cam = int(m.group(1)), int(m.group(2))
         if pid == -1:  # junk boxes: excluded from every protocol
             continue
-        if pid < 0 or not 1 <= cam <= max_cam:
+        if not 0 <= pid < 2 ** 31 or not 1 <= cam <= max_cam:  # ids beyond int32 are not ids: a damaged name
             raise DatasetError(f"{name}: {p} has identity {pid} / camera {cam} outside the dataset's range "
                                f"(cameras 1..{max_cam})")
         out.append(Sample(str(p), pid, cam - 1))

@@ -20,7 +20,7 @@ TOP_LAYERS = 5
 
 def quantized_conv_modules(model) -> list:
     """(name, Conv2d) of every torch convolution whose input the INT8 recipes quantize: all but the channel
-    gates'. (quantize_openvino.quantized_convs answers the same question for an INT8 IR, by op name.)"""
+    gates'. (openvino_ir_ops.quantized_convs answers the same question for an INT8 IR, by op name.)"""
     import torch
 
     return [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and ".gate." not in n]

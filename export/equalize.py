@@ -1,6 +1,6 @@
 """Activation equalization for OSNet's Lite 3x3 layers before INT8: exact in FP32, free under per-channel weights.
 
-Where the INT8 error enters (fidelity.layer_errors on a re-ID-trained osnet_x0_25): already inside the first
+Where the INT8 error enters (layer_errors.layer_errors on a re-ID-trained osnet_x0_25): already inside the first
 OSBlock, at the input of the depthwise 3x3 convolutions. Each Lite 3x3 is `1x1 conv (linear, no BN)` ->
 `depthwise 3x3` -> BN -> ReLU, and the 1x1 conv's output channels span very different ranges (a few
 channels carry large values, many carry small ones). Activations are quantized per tensor, so the small

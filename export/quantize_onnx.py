@@ -23,6 +23,7 @@ from osnet_edge.deps import require
 from osnet_edge.errors import ModelConfigError
 from osnet_edge.metadata import ModelMeta
 from osnet_edge.export import fidelity as fid
+from osnet_edge.export import gates as gt
 from osnet_edge.export.quantize_openvino import NO_CALIB, _with_precision, equalized, preflight
 
 CALIB_METHODS = ("minmax", "percentile", "entropy")
@@ -107,14 +108,16 @@ def int8_conv_fraction(path) -> dict:
 
 
 def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int = 18, method: str = "minmax",
-                    min_cosine: float = fid.DEFAULT_MIN_COSINE, min_top1: float = fid.DEFAULT_MIN_TOP1,
                     calib_size: int | None = None, holdout_size: int | None = None, seed: int = 0, keep_fp32=(),
                     holdout=None, equalize: bool = False, activations: str = "symmetric", quiet: bool = False,
-                    max_drop=None, qat: bool = False, qat_epochs: int | None = None, **_options) -> list:
+                    max_drop=None, qat: bool = False, qat_epochs: int | None = None, measure_speed: bool = True,
+                    **_options) -> list:
     """INT8 writer for export_model(..., fmt='onnx', int8=True): QDQ ONNX + fidelity JSON at the temporary stem.
 
     qat: when the post-training result misses the gates, fine-tune with NNCF (export/qat.py) and write its Q/DQ
-    graph instead (symmetric INT8 activations and weights, zero point 0: TensorRT's explicit quantization)."""
+    graph instead (symmetric INT8 activations and weights, zero point 0: TensorRT's explicit quantization).
+    Gate thresholds (export/gates.py) come as keyword options; measure_speed: time INT8 against the FP32 ONNX
+    under ONNX Runtime on this CPU (int8_speed.py) for the report."""
     from osnet_edge.calibration import sources
     from osnet_edge.export.onnx_writer import _set_metadata, export_onnx
 
@@ -133,35 +136,46 @@ def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int 
         print(f"INT8 (ONNX QDQ): calibrating on {len(split.calib)} crops from {split.calib.source}"
               + (" (GENERATED crops: demo only)" if split.calib.generated else ""), file=sys.stderr)
     tmp_path = Path(tmp_path)
+    gates = gt.gate_options(_options)
+    # the FP32 ONNX lives until the report is made: the speed-up is measured against it
     with tempfile.TemporaryDirectory(prefix="osnet_int8_") as d:
         source_model, eq = equalized(model, split.calib, equalize)
         fp32 = export_onnx(source_model, Path(d) / "fp32.onnx", opset=opset, meta=_with_precision(meta, "fp32"),
                            exporter=_options.get("onnx_exporter"))
         quantize_onnx_file(fp32, tmp_path, split.calib, meta, method=method, keep_fp32=keep_fp32,
                            activations=activations)
-    proto = onnx.load(str(tmp_path))
-    _set_metadata(proto, meta)
-    onnx.save(proto, str(tmp_path))
-    def make_report():
-        conv = int8_conv_fraction(tmp_path)
-        return fid.fidelity_report(model, str(tmp_path), split.held_out, split.query, calib=split.calib,
-                                   min_cosine=min_cosine, min_top1=min_top1, artifact=fid.final_name(tmp_path),
-                                   calibration={"source": split.calib.source, "crops": len(split.calib),
-                                                "generated": split.calib.generated, "method": f"onnxruntime "
-                                                f"quantize_static QDQ, per-channel symmetric weights, {activations} "
-                                                f"activations, {method}", "activations": activations, **eq},
-                                   extra={"int8_conv_fraction": conv["fraction"], **conv})
+        proto = onnx.load(str(tmp_path))
+        _set_metadata(proto, meta)
+        onnx.save(proto, str(tmp_path))
 
-    if qat:
-        report = make_report()
-        if not report.passed:
-            report = _finetuned(model, meta, split, tmp_path, report, qat_epochs, opset, quiet,
-                                lambda: fid.fidelity_report(model, str(tmp_path), split.held_out, split.query,
-                                                            calib=split.calib,
-                                                            min_cosine=min_cosine, min_top1=min_top1,
-                                                            artifact=fid.final_name(tmp_path)))
-        return fid.gate_artifact([tmp_path], tmp_path, lambda: report, quiet=quiet)
-    return fid.gate_artifact([tmp_path], tmp_path, make_report, quiet=quiet)
+        def speed():
+            if not measure_speed:
+                return {}
+            from osnet_edge.export import int8_speed
+
+            batch = next(split.held_out.batches(meta, int8_speed.BATCH))
+            return {"speedup": int8_speed.measure(*int8_speed.onnx_runners(fp32, tmp_path), batch)}
+
+        def make_report():
+            conv = int8_conv_fraction(tmp_path)
+            return fid.fidelity_report(model, str(tmp_path), split.held_out, split.query, calib=split.calib,
+                                       gates=gates, artifact=fid.final_name(tmp_path),
+                                       calibration={"source": split.calib.source, "crops": len(split.calib),
+                                                    "generated": split.calib.generated, "method": f"onnxruntime "
+                                                    f"quantize_static QDQ, per-channel symmetric weights, "
+                                                    f"{activations} activations, {method}",
+                                                    "activations": activations, **eq},
+                                       extra={"int8_conv_fraction": conv["fraction"], **conv, **speed()})
+
+        if qat:
+            report = make_report()
+            if not report.passed:
+                report = _finetuned(model, meta, split, tmp_path, report, qat_epochs, opset, quiet,
+                                    lambda: fid.fidelity_report(model, str(tmp_path), split.held_out, split.query,
+                                                                calib=split.calib, gates=gates,
+                                                                artifact=fid.final_name(tmp_path), extra=speed()))
+            return fid.gate_artifact([tmp_path], tmp_path, lambda: report, quiet=quiet)
+        return fid.gate_artifact([tmp_path], tmp_path, make_report, quiet=quiet)
 
 
 def _finetuned(model, meta, split, path, ptq_report, epochs, opset, quiet, report_fn):

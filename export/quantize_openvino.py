@@ -2,7 +2,7 @@
 
 Why not NNCF's defaults: measured on a re-ID-trained osnet_x0_25 (held-out crops, fidelity.py), NNCF's
 defaults give mean cosine 0.987 but single embeddings destroyed (min cosine 0.67) and top-1 neighbour
-agreement 73%. The per-layer comparison (fidelity.layer_errors) and one-change-at-a-time runs located the
+agreement 73%. The per-layer comparison (layer_errors.py) and one-change-at-a-time runs located the
 error: (1) range estimation: NNCF's default activation ranges average per-sample extremes, clipping the rare
 large activations that a few crops carry in the sparse late stages; quantile ranges clip more and are
 worse still (mean cosine 0.69). A re-ID embedding is carried by those rare activations. (2) the head:
@@ -36,6 +36,9 @@ from osnet_edge.errors import ModelConfigError
 from osnet_edge.metadata import META_KEY, ModelMeta
 from osnet_edge.runtime.openvino_backend import precision_config
 from osnet_edge.export import fidelity as fid
+from osnet_edge.export import gates as gt
+from osnet_edge.export.fidelity_metrics import embedding_agreement, retrieval_metrics
+from osnet_edge.export.openvino_ir_ops import check_layer_names, head_ops, int8_conv_fraction
 
 RECIPES = ("reid", "nncf-default", "mixed")
 CALIB_BATCH = 1  # NNCF collects statistics per sample; batch 1 keeps them exact (no batch-wise approximation)
@@ -63,11 +66,6 @@ def _with_precision(meta: ModelMeta, precision: str) -> ModelMeta:
     d = meta.to_dict()
     d["precision"] = precision
     return ModelMeta.from_dict(d)
-
-
-def head_ops(ov_model) -> list:
-    """Friendly names of the embedding head's ops: the MatMul of fc (and any MatMul after global pooling)."""
-    return [op.get_friendly_name() for op in ov_model.get_ordered_ops() if op.get_type_name() == "MatMul"]
 
 
 # --------------------------------------------------------------------------- NNCF
@@ -138,12 +136,12 @@ def validation_function(fp32_ov_model, held_out, meta: ModelMeta, query=None):
         data = list(validation_data)
         feats = _run_all(compiled_model, data)
         if use_map:
-            m = fid.retrieval_metrics(feats[ng:], feats[:ng], query.pids, held_out.pids, query.camids,
+            m = retrieval_metrics(feats[ng:], feats[:ng], query.pids, held_out.pids, query.camids,
                                       held_out.camids)
             return m["mAP"], None
         # NNCF may pass a subset of the items: the FP32 reference is computed on what was passed, and the
         # per-item values NNCF ranks layers by are one per item (a batch), not one per crop
-        a = fid.embedding_agreement(_run_all(reference, data), feats)
+        a = embedding_agreement(_run_all(reference, data), feats)
         ends = np.cumsum([len(b) for b in data])
         per_item = [float(np.mean(c)) for c in np.split(np.asarray(a["cosine"], np.float64), ends[:-1])]
         return 0.5 * (a["cosine_mean"] + a["top1_agreement"]), per_item
@@ -177,66 +175,6 @@ def _run_all(compiled, items) -> np.ndarray:
     return np.concatenate([compiled(np.asarray(b))[out] for b in items]).astype(np.float32)
 
 
-# --------------------------------------------------------------------------- what runs in INT8
-
-
-def int8_conv_fraction(ov_model, device: str = "CPU") -> dict:
-    """How many convolutions execute with INT8 inputs in the compiled model (the plugin's own runtime graph).
-
-    Counts the runtime graph's Convolution nodes by runtimePrecision (U8/I8 = quantized); this is what the
-    CPU plugin really runs, after fusing FakeQuantize, so fidelity bought by not quantizing shows up here.
-    """
-    ov = require("openvino", "OpenVINO INT8 inspection")
-    core = ov.Core()
-    model = core.read_model(str(ov_model)) if isinstance(ov_model, (str, Path)) else ov_model
-    rt = core.compile_model(model, device, precision_config(core, device, "int8")).get_runtime_model()
-    total = int8 = 0
-    for op in rt.get_ordered_ops():
-        info = op.get_rt_info()
-        layer = info["layerType"].astype(str) if "layerType" in info else ""
-        if layer.lower() not in ("convolution", "groupconvolution"):
-            continue
-        total += 1
-        prec = info["runtimePrecision"].astype(str).lower() if "runtimePrecision" in info else ""
-        if prec in ("u8", "i8"):
-            int8 += 1
-    return {"convolutions": total, "int8_convolutions": int8, "fraction": int8 / total if total else 0.0}
-
-
-# --------------------------------------------------------------------------- mixed precision
-
-CONV_TYPES = ("Convolution", "GroupConvolution")
-# ops that carry an INT8 tensor through unchanged: a conv behind one of them still gets INT8 input
-_INT8_PASS = ("MaxPool", "AvgPool", "Convert", "Reshape", "Transpose")
-
-
-def quantized_convs(int8_model) -> list:
-    """Friendly names, in network order, of the convolutions whose input is quantized (a FakeQuantize feeds
-    them, directly or through a pooling/reshape): the only ones that keep_fp32 can return to float. The
-    channel gates' 1x1 convolutions on pooled vectors already run in float and are not among them."""
-    out = []
-    for op in int8_model.get_ordered_ops():
-        if op.get_type_name() not in CONV_TYPES:
-            continue
-        n = op.input_value(0).get_node()
-        while n.get_type_name() in _INT8_PASS and n.get_input_size():
-            n = n.input_value(0).get_node()
-        if n.get_type_name() == "FakeQuantize":
-            out.append(op.get_friendly_name())
-    return out
-
-
-def check_layer_names(ov_model, names, what: str = "keep_fp32") -> list:
-    """The names, each checked to be an op of the FP32 IR (NNCF would silently ignore an unknown one)."""
-    ops = {op.get_friendly_name(): op.get_type_name() for op in ov_model.get_ordered_ops()}
-    for n in names:
-        if n not in ops:
-            conv = next((k for k, t in ops.items() if t in CONV_TYPES and "/conv3/" in k), None)
-            raise ModelConfigError(f"{what}: no layer named {n!r} in the FP32 IR; give IR op names such as "
-                                   f"{conv or next(iter(ops))!r} (the fidelity report's worst_layers lists them)")
-    return list(names)
-
-
 # --------------------------------------------------------------------------- the export writer
 
 
@@ -257,11 +195,10 @@ def set_meta(ov_model, meta: ModelMeta) -> None:
 
 
 def write_openvino_int8(model, tmp_path, meta: ModelMeta, *, calib=None, max_drop=None, recipe: str = "reid",
-                        min_cosine: float = fid.DEFAULT_MIN_COSINE, min_top1: float = fid.DEFAULT_MIN_TOP1,
                         calib_size: int | None = None, holdout_size: int | None = None, seed: int = 0,
                         keep_fp32=(), holdout=None, equalize: bool = False, quiet: bool = False,
                         layer_report: bool = True, qat: bool = False, qat_epochs: int | None = None,
-                        **_options) -> list:
+                        measure_speed: bool = True, **_options) -> list:
     """INT8 writer for export_model(..., fmt='openvino', int8=True): IR + fidelity JSON at the temporary stem.
 
     calib: a calibration SOURCE (osnet_edge.calibration.load_source) or a CropSet; holdout: optional separate
@@ -272,9 +209,12 @@ def write_openvino_int8(model, tmp_path, meta: ModelMeta, *, calib=None, max_dro
     (benchmarks/results/int8_real/NOTES.md, "Mixed precision"), so no CLI option exposes it.
     qat: when the post-training result misses the gates, fine-tune it (export/qat.py: NNCF quantization-aware
     training distilled towards the FP32 embeddings on the calibration crops) and gate that instead.
+    Gate thresholds (export/gates.py: min_cosine, min_crop_cosine, ...) come as keyword options.
+    measure_speed: time the INT8 IR against the FP32 one on this CPU (int8_speed.py) for the report.
     """
     ov = require("openvino", "OpenVINO INT8 export")
     from osnet_edge.calibration import sources
+    from osnet_edge.export.layer_errors import layer_errors
 
     if calib is None:
         raise ModelConfigError(NO_CALIB)
@@ -300,18 +240,27 @@ def write_openvino_int8(model, tmp_path, meta: ModelMeta, *, calib=None, max_dro
     xml = tmp_path.with_suffix(".xml")
     ov.save_model(q, str(xml), compress_to_fp16=False)
     floats = {"float_layers": keep_fp32} if keep_fp32 else {}
+    gates = gt.gate_options(_options)
+
+    def speed():
+        if not measure_speed:
+            return {}
+        from osnet_edge.export import int8_speed
+
+        batch = next(split.held_out.batches(meta, int8_speed.BATCH))
+        return {"speedup": int8_speed.measure(*int8_speed.openvino_runners(fp32, xml), batch)}
 
     def make_report(layers=layer_report):
         conv = int8_conv_fraction(xml)
         report = fid.fidelity_report(model, str(xml), split.held_out, split.query, calib=split.calib,
-                                     min_cosine=min_cosine, min_top1=min_top1, artifact=fid.final_name(xml),
+                                     gates=gates, artifact=fid.final_name(xml),
                                      calibration={"source": split.calib.source, "crops": len(split.calib),
                                                   "generated": split.calib.generated, "recipe": recipe,
                                                   "max_drop": max_drop, "method": "nncf.quantize_with_accuracy_control"
                                                   if max_drop is not None else "nncf.quantize", **calibration},
-                                     extra={"int8_conv_fraction": conv["fraction"], **conv, **floats})
+                                     extra={"int8_conv_fraction": conv["fraction"], **conv, **floats, **speed()})
         if layers and not report.passed:
-            rows = fid.layer_errors(fp32, q, next(split.held_out.batches(meta, 16)))
+            rows = layer_errors(fp32, q, next(split.held_out.batches(meta, 16)))
             report.extra["worst_layers"] = sorted(rows, key=lambda r: r["cosine"])[:10]
         return report
 
@@ -320,8 +269,8 @@ def write_openvino_int8(model, tmp_path, meta: ModelMeta, *, calib=None, max_dro
         if not report.passed:
             report = _finetuned(model, meta, split, xml, report, qat_epochs, quiet,
                                 lambda: fid.fidelity_report(model, str(xml), split.held_out, split.query,
-                                                            calib=split.calib, min_cosine=min_cosine, min_top1=min_top1,
-                                                            artifact=fid.final_name(xml)))
+                                                            calib=split.calib, gates=gates,
+                                                            artifact=fid.final_name(xml), extra=speed()))
         return fid.gate_artifact([xml, xml.with_suffix(".bin")], xml, lambda: report, quiet=quiet)
     return fid.gate_artifact([xml, xml.with_suffix(".bin")], xml, make_report, quiet=quiet)
 

@@ -17,14 +17,17 @@ from osnet_edge import Embedder  # noqa: E402
 from osnet_edge.errors import ModelConfigError  # noqa: E402
 from osnet_edge.export import INT8_WRITERS, export_model  # noqa: E402
 from osnet_edge.export import fidelity as fid  # noqa: E402
+from osnet_edge.export import gates  # noqa: E402
+from osnet_edge.export.layer_errors import layer_errors  # noqa: E402
+from osnet_edge.export import openvino_ir_ops as irops  # noqa: E402
 from osnet_edge.export import quantize_openvino as qov  # noqa: E402
 
 FAST = dict(calib_size=32, holdout_size=32, quiet=True)
 
 
-# export_model's own parity gate (min cosine >= 0.98 over 33 crops) is stricter than the issue's INT8 gates
-# (mean cosine >= 0.98, top-1 agreement >= 90% on held-out crops), which the writer's fidelity report enforces;
-# these tests check the report, so the parity pass is skipped (verify=False) and the artifact is loaded below.
+# export_model's own parity gate (min cosine >= 0.98 over 33 crops) is not what INT8 is judged by: the
+# writer's fidelity report on held-out crops is; these tests check the report, so the parity pass is skipped
+# (verify=False) and the artifact is loaded below.
 NOVERIFY = dict(verify=False)
 
 
@@ -57,20 +60,35 @@ def test_cli_int8_without_calib_refused_before_model_is_built(monkeypatch, capsy
 # network a machine of another instruction-set class (AVX2 vs AVX-512) trains, gave over 32 held-out crops
 #   mean cosine 0.9888-0.9986, min cosine 0.883-0.994, top-1 agreement 0.595-0.881, INT8 convolutions 74-83%.
 # The min of 32 crops is the noisy statistic (the old ">= 0.9" failed on seed 0 and on AVX-512 machines);
-# the bounds below sit under the worst seed with a margin: the default mean-cosine gate (0.98, margin 0.009),
-# min cosine 0.8, top-1 0.45 (about 6 crops under the worst), INT8 convolutions 70%.
-SPREAD_MIN_COSINE, SPREAD_MIN_TOP1 = 0.8, 0.45
+# the bounds below sit under the worst seed with a margin: mean cosine 0.98 (margin 0.009), min cosine 0.8,
+# INT8 convolutions 70%. This 64x32 network, trained for seconds on 32 crops, is below the default gates
+# (mean 0.99, min 0.95): the test lowers them, and checks that the report and provenance say so.
+SPREAD_MIN_COSINE = 0.8
+# decisive top-1 and correct matches kept are judged on 10-15 crops here (one crop is 7-10%)
+FIXTURE_GATES = dict(min_cosine=0.98, min_crop_cosine=SPREAD_MIN_COSINE, min_decisive_top1=0.6,
+                     min_correct_kept=0.5)
 
 
 def test_openvino_int8_keeps_fidelity(trained, reid_data, tmp_path):
-    res = export_model(trained, "openvino", tmp_path, int8=True, calib=str(reid_data), min_top1=SPREAD_MIN_TOP1,
+    res = export_model(trained, "openvino", tmp_path, int8=True, calib=str(reid_data), **FIXTURE_GATES,
                        **NOVERIFY, **FAST)
     assert res.path.suffix == ".xml" and res.meta.precision == "int8"
     report_file = tmp_path / (res.path.stem + ".fidelity.json")
     rep = json.loads(report_file.read_text())
     assert rep["passed"] and rep["cosine_mean"] >= 0.98 and rep["cosine_min"] >= SPREAD_MIN_COSINE
-    assert rep["artifact"] == res.path.name and rep["thresholds"]["min_top1"] == SPREAD_MIN_TOP1
+    assert rep["artifact"] == res.path.name and rep["thresholds"]["min_crop_cosine"] == SPREAD_MIN_COSINE
     assert rep["retrieval"]["n_query"] > 0 and rep["calibration"]["crops"] == 32
+    # lowered gates are recorded as such, in the report and in the artifact's provenance: never "passed"
+    assert len(rep["gates_lowered"]) == len(FIXTURE_GATES)
+    assert res.meta.provenance["int8_fidelity"]["gates_lowered"] == rep["gates_lowered"]
+    assert "accepted with gates lowered: mean cosine >= 0.98 (default 0.99)" in res.meta.provenance_line()
+    assert "fidelity passed" not in res.meta.provenance_line()
+    # the identity gates applied (an osnet-crops/Market-layout source holds out its test identities)
+    assert all(r["applied"] for r in rep["gates"] if r["gate"] != "min_top1")
+    # what INT8 buys on this CPU is measured and stated
+    s = rep["extra"]["speedup"]
+    assert s["int8_crops_per_s"] > 0 and s["speedup"] == pytest.approx(s["int8_crops_per_s"] / s["fp32_crops_per_s"],
+                                                                      rel=0.01)
     # fidelity not bought by leaving layers in FP32
     assert rep["extra"]["int8_convolutions"] / rep["extra"]["convolutions"] >= 0.7
     emb = Embedder(res.path)
@@ -78,6 +96,7 @@ def test_openvino_int8_keeps_fidelity(trained, reid_data, tmp_path):
     # the layers left in float run f32 as the artifact declares, not the CPU plugin's bf16 default
     assert str(emb.backend.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
     assert emb.execution_precision == "fp32"
+    assert "precision=int8, executes=int8+fp32" in repr(emb)  # never read as "runs in FP32"
     crops = [cv2.imread(str(p)) for p in sorted((reid_data / "query").glob("*.jpg"))[:4]]
     f = emb.embed(crops)
     assert f.shape == (4, 512) and np.allclose(np.linalg.norm(f, axis=1), 1, atol=1e-4)
@@ -96,9 +115,40 @@ def test_bad_calibration_is_caught(trained, reid_data, tmp_path):
     out.mkdir()
     with pytest.raises(fid.FidelityError) as info:
         export_model(trained, "openvino", out, int8=True, calib=str(bad), holdout=str(reid_data), layer_report=False,
-                     **FAST)
+                     measure_speed=False, **FAST)
     assert not info.value.report.passed and info.value.report.cosine_mean < 0.98
     assert not out.exists() or not list(out.iterdir())  # nothing kept
+
+
+def _refused_by(trained, reid_data, tmp_path, **options) -> set:
+    """The gates an OpenVINO INT8 export fails at the gates the fixture's good INT8 passes (FIXTURE_GATES)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(fid.FidelityError) as info:
+        export_model(trained, "openvino", out, int8=True, layer_report=False, measure_speed=False,
+                     **{**FIXTURE_GATES, **options}, **FAST)
+    assert not list(out.iterdir())  # nothing kept
+    return {r["gate"] for r in info.value.report.gates if r["applied"] and not r["passed"]}
+
+
+def test_generated_calibration_is_refused(trained, reid_data, tmp_path):
+    """Generated crops as calibration, held-out people's crops: refused by the default gates. (The fixture's
+    people are rendered too, so at the fixture's lowered gates the two are not told apart; on vtest.avi they
+    are: benchmarks/results/int8_real/NOTES.md.)"""
+    failed = _refused_by(trained, reid_data, tmp_path, calib="generated:32", holdout=str(reid_data),
+                         **{k: None for k in FIXTURE_GATES})
+    assert {"min_cosine", "min_crop_cosine"} & failed
+
+
+def test_nncf_default_ranges_are_refused(trained, reid_data, tmp_path):
+    """NNCF's default activation ranges clip the rare large activations a re-ID embedding is carried by."""
+    failed = _refused_by(trained, reid_data, tmp_path, calib=str(reid_data), recipe="nncf-default")
+    assert failed
+
+
+# measured on this fixture: symmetric mean cosine 0.988-0.998 over seeds, decisive neighbours 10-15 crops
+QDQ_GATES = dict(min_cosine=0.9, min_crop_cosine=0.5, min_decisive_top1=0.3, min_correct_kept=0.3,
+                 max_rank1_drop=0.5, max_map_drop=0.5)
 
 
 def test_onnx_qdq_int8(trained, reid_data, tmp_path):
@@ -108,7 +158,7 @@ def test_onnx_qdq_int8(trained, reid_data, tmp_path):
     # the portable QDQ path has no bias correction and quantizes the gate convolutions too, so its gates are
     # lowered here, not skipped. Measured spread over fixture seeds 0-9: symmetric mean cosine 0.988-0.998,
     # top-1 0.57-0.71; asymmetric 0.992-0.999, top-1 0.71-0.90, above symmetric on every seed (by >= 0.002)
-    res = export_model(trained, "onnx", tmp_path, int8=True, calib=str(reid_data), min_cosine=0.9, min_top1=0.3,
+    res = export_model(trained, "onnx", tmp_path, int8=True, calib=str(reid_data), **QDQ_GATES,
                        **NOVERIFY, **FAST)
     g = onnx.load(str(res.path)).graph
     ops = [n.op_type for n in g.node]
@@ -130,7 +180,7 @@ def test_onnx_qdq_int8(trained, reid_data, tmp_path):
     out = tmp_path / "asym"
     out.mkdir()
     res_a = export_model(trained, "onnx", out, int8=True, calib=str(reid_data), activations="asymmetric",
-                         min_cosine=0.9, min_top1=0.3, **NOVERIFY, **FAST)
+                         **QDQ_GATES, measure_speed=False, **NOVERIFY, **FAST)
     g = onnx.load(str(res_a.path)).graph
     init = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     zps = [init[n.input[2]] for n in g.node if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in init]
@@ -146,7 +196,7 @@ def test_onnx_qdq_int8(trained, reid_data, tmp_path):
 def test_cli_int8_activations_only_for_onnx(capsys):
     from osnet_edge.export.cli import main
 
-    assert main(["--format", "openvino", "--int8", "--calib", "generated:8", "--int8-activations", "asymmetric"]) == 1
+    assert main(["--format", "openvino", "--int8", "--calib", "generated:8", "--int8-activations", "asymmetric"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--int8-activations applies to --format onnx" in err[0]
 
@@ -160,7 +210,7 @@ def test_layer_errors_find_where_error_enters(trained, reid_data):
     split = calibration_split(str(reid_data), 32, 16, progress=False)
     fp32 = qov.fp32_ov_model(trained, meta)
     q = qov.quantize(fp32, split.calib, meta, recipe="nncf-default")
-    rows = fid.layer_errors(fp32, q, next(split.held_out.batches(meta, 8)), max_layers=8)
+    rows = layer_errors(fp32, q, next(split.held_out.batches(meta, 8)), max_layers=8)
     assert 2 <= len(rows) <= 8 and rows[0]["name"].startswith("/conv1")
     assert all(-1.0 <= r["cosine"] <= 1.0 + 1e-6 and r["rel_err"] >= 0 for r in rows)
     assert rows[0]["rel_err"] < rows[-1]["rel_err"]  # error accumulates through the network
@@ -169,7 +219,7 @@ def test_layer_errors_find_where_error_enters(trained, reid_data):
 # --------------------------------------------------------------------------- mixed precision (keep_fp32)
 
 # no gate at all: these tests check which layers stay float, not the fidelity
-NO_GATES = dict(min_cosine=-1.0, min_top1=0.0)
+NO_GATES = {g.key: (-1.0 if g.kind == "min" else 1.0) for g in gates.GATES if g.default is not None}
 
 
 def _stage3_convs(trained):
@@ -180,7 +230,7 @@ def _stage3_convs(trained):
     meta.input_format = "uint8_nhwc"
     fp32 = qov.fp32_ov_model(trained, meta)
     convs = [(op.get_friendly_name(), op.get_type_name()) for op in fp32.get_ordered_ops()
-             if op.get_type_name() in qov.CONV_TYPES and "/conv3/" in op.get_friendly_name()
+             if op.get_type_name() in irops.CONV_TYPES and "/conv3/" in op.get_friendly_name()
              and "/gate/" not in op.get_friendly_name()]
     dw = next(n for n, t in convs if t == "GroupConvolution")
     pw = next(n for n, t in convs if t == "Convolution")
@@ -192,9 +242,9 @@ def test_keep_fp32_layers_are_not_quantized_and_reported(trained, reid_data, tmp
 
     names = _stage3_convs(trained)
     res = export_model(trained, "openvino", tmp_path, int8=True, calib=str(reid_data), keep_fp32=names,
-                       layer_report=False, **NO_GATES, **NOVERIFY, **FAST)
+                       layer_report=False, measure_speed=False, **NO_GATES, **NOVERIFY, **FAST)
     ir = ov.Core().read_model(str(res.path))
-    quantized = qov.quantized_convs(ir)
+    quantized = irops.quantized_convs(ir)
     assert not set(names) & set(quantized)  # no FakeQuantize in front of the named layers
     assert len(quantized) > 50  # the rest of the network still is
     rep = json.loads((tmp_path / (res.path.stem + ".fidelity.json")).read_text())

@@ -18,7 +18,7 @@ import torch
 from osnet_edge import build_model
 from osnet_edge.calibration import calibration_split
 from osnet_edge.checkpoint import model_meta
-from osnet_edge.export import fidelity as fid
+from osnet_edge.export.fidelity_metrics import CLEAR_GAP, embedding_agreement
 from osnet_edge.export.coverage import quantized_conv_modules as quantized_convs
 from osnet_edge.export.equalize import equalize
 from osnet_edge.preprocess import to_batch
@@ -88,19 +88,19 @@ def main(checkpoint, calib, held_out):
     ref = embed(model)
     eq, _ = equalize(model, [b.numpy() for b in cal])
     print(f"{len(ref)} held-out crops; columns: mean cosine, min cosine, top-1 agreement, "
-          f"top-1 agreement where FP32's gap >= {fid.CLEAR_GAP}")
+          f"top-1 agreement where FP32's gap >= {CLEAR_GAP}")
     def show(label, a):
-        clear = a["top1_agreement_by_fp32_gap"][f"{fid.CLEAR_GAP:g}"]["top1_agreement"]
+        clear = a["top1_agreement_by_fp32_gap"][f"{CLEAR_GAP:g}"]["top1_agreement"]
         print(f"  {label:28s} {a['cosine_mean']:.6f}  {a['cosine_min']:.5f}  {100 * a['top1_agreement']:5.1f}%  "
               f"{100 * clear:5.1f}%", flush=True)
 
     ranges = {id(m): input_ranges(m, cal) for m in (model, eq)}  # calibration ranges, once per network
-    show("FP16 weights + activations", fid.embedding_agreement(ref, embed(fp16_rounded(model))))
+    show("FP16 weights + activations", embedding_agreement(ref, embed(fp16_rounded(model))))
     for label, base, bits, wbits in [("8-bit act + 8-bit w", model, 8, 8), ("8-bit act only", model, 8, 0),
                                      ("weights only (8-bit)", model, None, 8),
                                      ("equalized, 8-bit act + w", eq, 8, 8), ("equalized, 9-bit act + w", eq, 9, 8),
                                      ("equalized, 10-bit act + w", eq, 10, 8), ("equalized, 10-bit act", eq, 10, 0)]:
-        show(label, fid.embedding_agreement(ref, embed(fake_quantize(base, ranges[id(base)], bits, wbits))))
+        show(label, embedding_agreement(ref, embed(fake_quantize(base, ranges[id(base)], bits, wbits))))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ def main(argv):
     from osnet_edge.calibration import calibration_split
     from osnet_edge.checkpoint import model_meta
     from osnet_edge.export import fidelity as fid
+    from osnet_edge.export.layer_errors import layer_errors
     from osnet_edge.export import quantize_openvino as qo
 
     ckpt, root = argv[0], argv[1]
@@ -43,7 +44,7 @@ def main(argv):
         cm = qo.compile_cpu(q)  # f32, as the artifact declares (the CPU plugin's default is bf16 where it can)
         rep = fid.fidelity_report(model, lambda c, cm=cm: qo._run_all(cm, list(qo._batches(c, meta, 32))),
                                   split.held_out, split.query, extra={**qo.int8_conv_fraction(q), **eq})
-        rows = fid.layer_errors(fp32, q, next(split.held_out.batches(meta, 16)), max_layers=24)
+        rows = layer_errors(fp32, q, next(split.held_out.batches(meta, 16)), max_layers=24)
         print(f"== {name} ({time.time() - t:.0f} s)\n{rep.summary()}", flush=True)
         results["recipes"][name] = {**rep.to_dict(), "layers": rows}
     out.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ import bitwidth_sim as sim  # noqa: E402
 from osnet_edge import build_model  # noqa: E402
 from osnet_edge.calibration import calibration_split  # noqa: E402
 from osnet_edge.checkpoint import model_meta  # noqa: E402
-from osnet_edge.export import fidelity as fid  # noqa: E402
+from osnet_edge.export.fidelity_metrics import embedding_agreement  # noqa: E402
 from osnet_edge.preprocess import to_batch  # noqa: E402
 
 SETTINGS = [  # label, activation bits (None: float, "fp16": FP16 rounding), weight bits (0: float)
@@ -49,7 +49,7 @@ def contrast(crop, k):
 
 
 def score(ref, test, pids) -> dict:
-    a = fid.embedding_agreement(ref, test)
+    a = embedding_agreement(ref, test)
     return {"cosine_mean": round(a["cosine_mean"], 5), "cosine_min": round(a["cosine_min"], 4),
             "top1_agreement": a["top1_agreement"],
             "identity_agreement": float(np.mean(pids[a["nn_ref"]] == pids[a["nn_test"]]))}

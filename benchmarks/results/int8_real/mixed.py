@@ -2,7 +2,7 @@
 
 For each run folder (osnet-train output, model-best.pth at 128x64): the writer's own steps
 (calibration_split -> fp32_ov_model -> quantize(keep_fp32=...) -> fidelity_report), then
-fidelity.layer_errors on CALIBRATION crops (never the held-out ones) over every quantized convolution; the worst
+layer_errors.layer_errors on CALIBRATION crops (never the held-out ones) over every quantized convolution; the worst
 convolution not yet in float joins keep_fp32; repeat while the INT8 share of the compiled model stays >= 70%
 or until the goals hold on the held-out crops. One JSON per model (`mixed_<run>.json`), one row per step.
 
@@ -27,13 +27,13 @@ GOALS = dict(mean=0.99, min=0.95, top1=0.95, points=1.0, int8_share=0.70)
 def rank_for_float(fp32_ov, int8_ov, batch, exclude=()) -> list:
     """layer_errors rows of the quantized convolutions on `batch` (calibration crops), worst cosine first,
     without those in `exclude` (already float)."""
-    from osnet_edge.export import fidelity as fid
-    from osnet_edge.export import quantize_openvino as qov
+    from osnet_edge.export.layer_errors import layer_errors
+    from osnet_edge.export import openvino_ir_ops as irops
 
-    cand = [n for n in qov.quantized_convs(int8_ov) if n not in set(exclude)]
+    cand = [n for n in irops.quantized_convs(int8_ov) if n not in set(exclude)]
     if not cand:
         return []
-    rows = fid.layer_errors(fp32_ov, int8_ov, batch, types=qov.CONV_TYPES, max_layers=None, names=cand)
+    rows = layer_errors(fp32_ov, int8_ov, batch, types=irops.CONV_TYPES, max_layers=None, names=cand)
     return sorted(rows, key=lambda r: (r["cosine"], -r["rel_err"]))
 
 
@@ -82,6 +82,7 @@ def main():
     from osnet_edge.calibration import sources
     from osnet_edge.checkpoint import model_meta
     from osnet_edge.export import fidelity as fid
+    from osnet_edge.export import openvino_ir_ops as irops
     from osnet_edge.export import quantize_openvino as qov
     from osnet_edge.models import build_model
 
@@ -95,7 +96,7 @@ def main():
         work = run / "int8" / "mixed"
         work.mkdir(parents=True, exist_ok=True)
         if a.scan_stages:
-            base = qov.quantized_convs(qov.quantize(fp32, split.calib, meta))
+            base = irops.quantized_convs(qov.quantize(fp32, split.calib, meta))
             groups = {"conv1+conv2": ("/model/conv1/", "/model/conv2/"), "conv3": ("/model/conv3/",),
                       "conv4": ("/model/conv4/",), "conv5": ("/model/conv5/",),
                       "conv4+conv5": ("/model/conv4/", "/model/conv5/")}
@@ -109,7 +110,7 @@ def main():
                 qov.set_meta(q, meta)
                 xml = work / "scan.xml"
                 ov.save_model(q, str(xml), compress_to_fp16=False)
-                conv = qov.int8_conv_fraction(xml)
+                conv = irops.int8_conv_fraction(xml)
                 r = row(fid.fidelity_report(model, str(xml), split.held_out, split.query), keep, conv,
                         time.time() - t0)
                 r["float_stage"] = g
@@ -121,18 +122,18 @@ def main():
             continue
         if a.ac_calib:
             ac_rows = []
-            base = set(qov.quantized_convs(qov.quantize(fp32, split.calib, meta)))  # what plain PTQ quantizes
+            base = set(irops.quantized_convs(qov.quantize(fp32, split.calib, meta)))  # what plain PTQ quantizes
             for x in a.ac_calib:
                 t0 = time.time()
                 q = qov.quantize(fp32, split.calib, meta, max_drop=x, validation=split.calib)
                 qov.set_meta(q, meta)
                 xml = work / f"ac_{x}.xml"
                 ov.save_model(q, str(xml), compress_to_fp16=False)
-                conv = qov.int8_conv_fraction(xml)
+                conv = irops.int8_conv_fraction(xml)
                 rep = fid.fidelity_report(model, str(xml), split.held_out, split.query)
                 r = row(rep, [], conv, time.time() - t0)
                 r["max_drop_on_calib"] = x
-                r["float_convs"] = sorted(base - set(qov.quantized_convs(q)))
+                r["float_convs"] = sorted(base - set(irops.quantized_convs(q)))
                 r["n_float"] = len(r["float_convs"])
                 r["goals_met"] = meets(r)
                 ac_rows.append(r)
@@ -150,7 +151,7 @@ def main():
             qov.set_meta(q, meta)
             xml = work / f"step{step}.xml"
             ov.save_model(q, str(xml), compress_to_fp16=False)
-            conv = qov.int8_conv_fraction(xml)
+            conv = irops.int8_conv_fraction(xml)
             rep = fid.fidelity_report(model, str(xml), split.held_out, split.query)
             r = row(rep, keep, conv, time.time() - t0)
             # only convolutions NNCF quantized (the channel gates already run in float)

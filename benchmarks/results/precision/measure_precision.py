@@ -17,7 +17,7 @@ import numpy as np
 from osnet_edge import Embedder, build_model
 from osnet_edge.benchmarks.probe import machine_info
 from osnet_edge.export import export_model
-from osnet_edge.export.fidelity import embedding_agreement
+from osnet_edge.export.fidelity_metrics import embedding_agreement
 from osnet_edge.export.verify import reference_embeddings
 
 

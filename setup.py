@@ -6,7 +6,7 @@ calibration/ -> osnet_edge.calibration, benchmarks/ -> osnet_edge.benchmarks.
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 here = Path(__file__).parent
 version = re.search(r'__version__ = "([^"]+)"', (here / "osnet_edge/_version.py").read_text()).group(1)
@@ -30,8 +30,18 @@ extras = {
                  'cuda-python>=12.0,<14; sys_platform != "darwin"'],
     "train": ["torch>=2.1"],
     "bench": ["matplotlib>=3.7", "psutil>=5.9"],
-    "dev": ["pytest>=8"],
+    # the cross-camera gallery: LanceDB, an embedded vector database (pyarrow comes with it); see docs/gallery.md
+    "gallery": ["lancedb>=0.40"],
+    # the documentation site (docs/, mkdocs.yml); `make test` builds it with --strict
+    "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
+    "dev": ["pytest>=8", "build>=1.0", "twine>=5", "hypothesis>=6.100"],  # build/twine: the wheel + sdist and their test
 }
+# Found, not listed: a package someone adds (osnet_edge/<new>/, export/<new>/) cannot be left out of the wheel.
+# benchmarks/results/ holds scripts and data (no __init__.py), so it stays out.
+packages = ["osnet_edge"] + [f"osnet_edge.{p}" for p in find_packages("osnet_edge")]
+for _sub in ("export", "calibration", "benchmarks"):
+    packages += [f"osnet_edge.{_sub}"] + [f"osnet_edge.{_sub}.{p}" for p in find_packages(_sub)]
+
 extras["all"] = sorted({d for k, v in extras.items() if k != "tensorrt" for d in v})
 
 setup(
@@ -41,10 +51,7 @@ setup(
     long_description=(here / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=[
-        "osnet_edge", "osnet_edge.models", "osnet_edge.runtime", "osnet_edge.training",
-        "osnet_edge.export", "osnet_edge.calibration", "osnet_edge.benchmarks",
-    ],
+    packages=packages,
     package_dir={
         "osnet_edge": "osnet_edge",
         "osnet_edge.export": "export",
@@ -60,6 +67,7 @@ setup(
             "osnet-train=osnet_edge.training.cli:train_main",
             "osnet-eval=osnet_edge.training.cli:eval_main",
             "osnet-crops=osnet_edge.calibration.crops_cli:main",
+            "osnet-gallery=osnet_edge.gallery.cli:main",
         ]
     },
 )

@@ -9,13 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from osnet_edge.errors import OsnetEdgeError
+from osnet_edge.cli_convention import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, add_version, report
+from osnet_edge.errors import OsnetEdgeError, UsageError
 
 PROG = "osnet-bench"
-
-
-class UsageError(OsnetEdgeError):
-    """A command-line value that does not parse."""
 
 
 def parse_int_list(text: str, what: str = "--batch") -> tuple[int, ...]:
@@ -89,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calib", default=None, help="INT8 calibration source for --precision int8 (passed to the exporter)")
     p.add_argument("--table6", action="store_true",
                    help="print the paper's Table 6 (params, Mult-Adds) as counted here beside the published values")
-    return p
+    return add_version(p)
 
 
 def _settings(args):
@@ -134,31 +131,45 @@ def main(argv=None) -> int:
     try:
         return _main(args)
     except OsnetEdgeError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return report(PROG, exc)
+    except KeyboardInterrupt:  # before timing started (opening the artifacts); later, _run keeps the rows
+        print(f"\n{PROG}: interrupted before any measurement", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _main(args) -> int:
-    if args.table6:
-        from osnet_edge.deps import require
+    from osnet_edge.deps import available, require
 
-        require("torch", "osnet-bench --table6 (counting params and Mult-Adds)")
-        from osnet_edge.complexity import print_table6
-
-        print_table6()
-        if not args.artifacts and not args.sweep:
-            return 0
-    if not args.artifacts and not args.sweep:
+    measure = bool(args.artifacts or args.sweep)
+    if not measure and not args.table6:
         raise UsageError("nothing to measure: pass ARTIFACT files, --sweep or --table6 (see --help)")
     if args.artifacts and args.sweep:
         raise UsageError("pass ARTIFACT files or --sweep, not both")
-    settings = _settings(args)
+    # the whole command line, then every artifact, is checked before anything is printed or timed
+    settings = _settings(args) if measure else None
     sweep_args = _check_sweep_args(args) if args.sweep else None
+    if args.table6:
+        require("torch", "osnet-bench --table6 (counting params and Mult-Adds)")
+    if args.plot and measure:
+        require("matplotlib", "osnet-bench --plot")
 
-    from osnet_edge.benchmarks.runner import check_artifact
+    from osnet_edge.benchmarks.runner import check_artifact, open_embedder
 
-    paths = [check_artifact(a) for a in args.artifacts]  # every bad path before any timing starts
-    from osnet_edge.deps import available, require
+    paths = [check_artifact(a) for a in args.artifacts]  # a missing file or unknown suffix, all at once
+    embedders = []
+    try:
+        for p in paths:  # a truncated or foreign file fails here, not after the machine header
+            embedders.append(open_embedder(p, settings))
+    except BaseException:
+        for emb in embedders:
+            emb.close()
+        raise
+    if args.table6:
+        from osnet_edge.complexity import print_table6
+
+        print_table6()
+        if not measure:
+            return EXIT_OK
 
     if args.sweep:
         require("torch", "osnet-bench --sweep (building and exporting the grid)")
@@ -167,12 +178,10 @@ def _main(args) -> int:
         print("note: torch is not installed: no PyTorch eager baseline (x eager left empty); params and "
               "Mult-Adds come from the artifacts' metadata", file=sys.stderr)
         settings.baseline = False
-    if args.plot:
-        require("matplotlib", "osnet-bench --plot")
-    return _run(args, settings, paths, sweep_args)
+    return _run(args, settings, paths, sweep_args, embedders)
 
 
-def _run(args, settings, paths, sweep_args) -> int:
+def _run(args, settings, paths, sweep_args, embedders=None) -> int:
     from tqdm import tqdm
 
     from osnet_edge.benchmarks.probe import load_average, machine_info, matmul_peak
@@ -204,7 +213,7 @@ def _run(args, settings, paths, sweep_args) -> int:
             run_sweep(bench, fmt, args.precision, widths, resolutions, out_dir=args.sweep_dir, progress=progress,
                       calib=args.calib, verify=not args.no_verify)
         else:
-            bench.run_artifacts(paths)
+            bench.run_artifacts(paths, embedders=embedders)
     except KeyboardInterrupt:
         interrupted = True
     except Exception as exc:  # keep what was measured; the error is reported after the table
@@ -280,8 +289,8 @@ def _run(args, settings, paths, sweep_args) -> int:
         print(f"{PROG}: error after {len(rows)} measurement(s): {extra['error']}", file=sys.stderr)
         if not isinstance(failure, OsnetEdgeError):
             raise failure
-        return 2
-    return 130 if interrupted else 0
+        return EXIT_FAILURE
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
 if __name__ == "__main__":

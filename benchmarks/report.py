@@ -26,7 +26,9 @@ _CELLS = {
     "rho": (5, lambda r: "-" if r.get("rho") is None else str(r["rho"])),
     "backend": (13, lambda r: r["backend"]),
     "prec": (4, lambda r: r["precision"]),
-    "exec": (4, lambda r: r.get("executes") or r["precision"]),
+    # an INT8 artifact runs its quantized layers in INT8, the rest in float: "int8+fp32", never a bare "fp32"
+    "exec": (9, lambda r: (f"int8+{r.get('executes') or 'fp32'}" if r["precision"] == "int8"
+                           else r.get("executes") or r["precision"])),
     "str": (3, lambda r: str(r.get("streams") or "-")),
     "input": (7, lambda r: f"{r['input_size'][0]}x{r['input_size'][1]}"),
     "batch": (5, lambda r: str(r["batch"])),

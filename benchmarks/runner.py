@@ -71,7 +71,7 @@ def complexity_of(meta) -> Complexity:
 
     if not available("torch"):
         return Complexity(meta.extra.get("params"), meta.extra.get("mult_adds"))
-    from osnet_edge.complexity import complexity  # the function: `from .. import complexity` can yield the submodule
+    from osnet_edge.complexity import complexity
     from osnet_edge.models import build_model
 
     model = build_model(meta.arch, input_size=meta.input_size)
@@ -210,16 +210,18 @@ class Bench:
                     self.progress.update(1)
         return out
 
-    def run_artifacts(self, paths, extras=None) -> list[dict]:
-        """Open all artifacts, group them by (arch, input size), measure each group with its baseline."""
+    def run_artifacts(self, paths, extras=None, embedders=None) -> list[dict]:
+        """Open all artifacts (or take them opened: `embedders`, closed here too), group them by (arch, input
+        size), measure each group with its baseline."""
         extras = extras or [{} for _ in paths]
         groups: dict = {}
-        opened = []
+        opened = list(embedders or [])
         try:
-            for path, extra in zip(paths, extras):
+            for i, (path, extra) in enumerate(zip(paths, extras)):
                 self._step(f"opening {Path(path).name}")
-                emb = open_embedder(path, self.s)
-                opened.append(emb)
+                emb = embedders[i] if embedders else open_embedder(path, self.s)
+                if not embedders:
+                    opened.append(emb)
                 # a reduced execution precision (--exec-precision bf16) is timed only once it passed its own
                 # gate against the artifact's declared precision, on crops other than the timed ones
                 cos = emb.check_precision(bench_crops(max(self.s.batches), seed=1))

@@ -8,9 +8,12 @@ a branch per format.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import secrets
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -65,9 +68,9 @@ class ExportResult:
     def summary(self) -> str:
         if self.verified:
             p = self.parity
-            per = ", ".join(f"batch {k.split('_', 1)[1]}: min {v['min_cos']:.7f}" for k, v in p.items()
+            per = ", ".join(f"batch {k.split('_', 1)[1]}: min {v['min_cos']:.6f}" for k, v in p.items()
                             if k.startswith("batch_"))
-            parity = f"min cosine {p['min_cos']:.7f}, mean {p['mean_cos']:.7f} ({per})"
+            parity = f"min cosine {p['min_cos']:.6f}, mean {p['mean_cos']:.6f} ({per})"
         else:
             parity = "NOT VERIFIED (--no-verify)"
         m = self.meta
@@ -112,7 +115,8 @@ def export_model(model, fmt: str, output=None, *, half: bool = False, int8: bool
                  **options) -> ExportResult:
     """Export an OSNet to `fmt` ('onnx', 'openvino', 'trt', ...) and verify it against the model.
 
-    output: file or folder (None: current folder, named like osnet_x0_25_256x128_fp16.onnx).
+    output: file or folder (None: current folder, named like osnet_x0_25_256x128_fp16.onnx); an existing folder, a
+    trailing slash or a suffix-less new path is a folder (created).
     half: FP16 weights/compute; int8 (+ calib, a calibration source): INT8, once its writer is registered.
     max_batch: the largest batch the artifact must serve (TensorRT profiles); ONNX/OpenVINO are dynamic.
     input_format: 'uint8_nhwc' (normalisation in the graph, host only resizes) or 'float_nchw';
@@ -146,12 +150,18 @@ def export_model(model, fmt: str, output=None, *, half: bool = False, int8: bool
     ModelMeta.__post_init__(meta)  # validate input_format early, with the schema's own message
 
     out = Path(output) if output is not None else Path(".")
-    if out.is_dir() or (output is not None and str(output).endswith(os.sep)) or output is None:
+    # a folder: one that exists, a trailing slash, or a new path without a suffix (`-o models`)
+    if out.is_dir() or output is None or str(output).endswith(("/", os.sep)) or not (out.suffix or out.is_file()):
         out = default_output(meta, fmt, out)
     elif out.suffix.lower() != SUFFIXES[fmt]:
         raise ModelConfigError(f"output {out} does not end in {SUFFIXES[fmt]}, the suffix of the {fmt} format "
                                f"(the Embedder picks its backend from it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:  # a read-only or missing folder fails here, before minutes of exporting
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.stem}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise ArtifactError(f"could not write {out}: {exc.strerror or exc}; nothing was written") from None
 
     # temporary names share the final suffix so verification opens them with the right backend
     tmp_stem = f".{out.stem}.{secrets.token_hex(4)}.partial"
@@ -175,7 +185,7 @@ def export_model(model, fmt: str, output=None, *, half: bool = False, int8: bool
             need = PARITY_THRESHOLDS[precision] if min_cos is None else float(min_cos)
             if need is not None and parity["min_cos"] < need:
                 raise VerificationError(
-                    f"{fmt} {precision} export failed verification: min cosine {parity['min_cos']:.7f} < {need} "
+                    f"{fmt} {precision} export failed verification: min cosine {parity['min_cos']:.6f} < {need} "
                     f"(mean {parity['mean_cos']:.7f}; {_per_batch(parity)}). Nothing was written to {out}")
         # what was checked travels with the artifact (repr(Embedder), osnet-eval), recorded before the rename
         meta.provenance = {**meta.provenance, "parity": _parity_record(parity, verify, need if verify else None)}
@@ -189,18 +199,29 @@ def export_model(model, fmt: str, output=None, *, half: bool = False, int8: bool
         for p in written:
             if not p.name.startswith(tmp_stem):
                 raise ArtifactError(f"writer file {p} does not share the temporary stem {tmp_stem}")
-            final = out.parent / (out.stem + p.name[len(tmp_stem):])
-            os.replace(p, final)
-            finals.append(final)
-    except BaseException:
+            finals.append(out.parent / (out.stem + p.name[len(tmp_stem):]))
+        from osnet_edge.atomic import durable_replace
+
+        # companions (.bin, sidecars) first, the file the Embedder opens last: an interrupted rename never leaves
+        # a new .xml over an old .bin (and the .xml records its .bin's sha256, which the runtime checks)
+        for p, final in list(zip(written, finals))[::-1]:
+            durable_replace(p, final)
+    except BaseException as exc:
         for p in set(written) | {tmp} | set(out.parent.glob(tmp_stem + "*")):
-            Path(p).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a folder gone read-only keeps its temporary; never its name
+                Path(p).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:  # disk full, read-only folder, quota
+            raise ArtifactError(f"could not write {out}: {exc.strerror}; nothing was written (any previous "
+                                f"{out.name} is untouched)") from None
         raise
     res = ExportResult(path=finals[0], meta=meta, parity=parity, size_bytes=sum(f.stat().st_size for f in finals),
                        files=finals, fmt=fmt, verified=bool(verify))
     if not quiet and not verify:
         print("warning: --no-verify: the artifact was NOT compared with the PyTorch model", file=sys.stderr)
     return res
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def _parity_record(parity: dict, verified: bool, threshold) -> dict:
@@ -223,12 +244,18 @@ def _fidelity_record(written: list) -> dict | None:
         return None
     r = json.loads(path.read_text())
     keep = ("passed", "n_crops", "held_out", "generated", "cosine_mean", "cosine_min", "top1_agreement",
-            "top5_agreement", "thresholds")
+            "top5_agreement", "thresholds", "gates_lowered")
     out = {k: r[k] for k in keep if k in r}
+    if r.get("decisive"):
+        out["decisive_top1"] = r["decisive"].get("top1_agreement")
+    if r.get("correct_kept"):
+        out["correct_kept"] = r["correct_kept"].get("share")
+    if (r.get("extra") or {}).get("speedup"):
+        out["speedup"] = r["extra"]["speedup"]["speedup"]
     if r.get("retrieval"):
         out["retrieval"] = {k: r["retrieval"][k] for k in ("fp32", "int8") if k in r["retrieval"]}
     return out
 
 
 def _per_batch(parity: dict) -> str:
-    return ", ".join(f"{k}: min {v['min_cos']:.7f}" for k, v in parity.items() if k.startswith("batch_"))
+    return ", ".join(f"{k}: min {v['min_cos']:.6f}" for k, v in parity.items() if k.startswith("batch_"))

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from osnet_edge.cli_convention import EXIT_INTERRUPTED, add_version, report
 from osnet_edge.deps import require
-from osnet_edge.errors import OsnetEdgeError
+from osnet_edge.errors import OsnetEdgeError, UsageError
 
 # the random-init model is seeded so two exports without weights are the same file
 SEED = 0
@@ -42,10 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "or a video with boxes")
     o.add_argument("--max-drop", type=float, default=None, metavar="X",
                    help="INT8: largest accepted accuracy drop (see the INT8 docs)")
-    o.add_argument("--min-cosine", type=float, default=None, metavar="X",
-                   help="INT8 fidelity gate: least mean cosine to FP32 on held-out crops (default 0.98)")
-    o.add_argument("--min-top1", type=float, default=None, metavar="X",
-                   help="INT8 fidelity gate: least top-1 nearest-neighbour agreement (default 0.90)")
+    from osnet_edge.export.gates import GATES
+
+    for gate in GATES:  # one flag per INT8 fidelity gate; a value looser than the default is reported as lowered
+        o.add_argument(gate.flag, type=float, default=None, metavar="X",
+                       help=f"INT8 fidelity gate: {gate.help}"
+                            + (f" (default {gate.default:g})" if gate.default is not None else ""))
     o.add_argument("--equalize", action="store_true",
                    help="INT8 (OpenVINO/ONNX): equalize the Lite 3x3 layers' activation ranges before quantizing "
                         "(exact in FP32; see benchmarks/results/int8/NOTES.md)")
@@ -59,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--qat-epochs", type=int, default=None, metavar="N",
                    help="epochs of --qat fine-tuning over the calibration crops (default 10)")
     o.add_argument("--holdout", metavar="SOURCE", default=None,
-                   help="INT8: held-out crops for the fidelity report (default: crops of --calib never calibrated on)")
+                   help="INT8: held-out crops for the fidelity report (default: crops of --calib never calibrated "
+                        "on; an osnet-crops/Market-1501 folder holds out its test identities)")
     o.add_argument("--workspace", type=float, default=None, metavar="GiB", help="TensorRT builder workspace")
     o.add_argument("--max-batch", type=int, default=32, metavar="N",
                    help="largest batch the artifact serves (TensorRT profile; ONNX/OpenVINO are dynamic)")
@@ -83,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--timing-cache", default=None, metavar="FILE", help="timing cache reused across builds")
     o.add_argument("--no-verify", action="store_true", help="skip the parity check (experts only)")
     o.add_argument("-o", "--output", default=None, help="output file or folder (default: current folder, named "
-                                                        "like osnet_x0_25_256x128_fp16.xml)")
-    return p
+                                                        "like osnet_x0_25_256x128_fp16.xml; a path without a "
+                                                        "suffix or ending in / is a folder, created if new)")
+    return add_version(p)
 
 
 def input_size_from(args) -> tuple | None:
@@ -92,7 +97,7 @@ def input_size_from(args) -> tuple | None:
         return tuple(args.imgsz)
     if args.resolution is not None:
         if not 0 < args.resolution <= 4:
-            raise OsnetEdgeError(f"--resolution must be in (0, 4], got {args.resolution}")
+            raise UsageError(f"--resolution must be in (0, 4], got {args.resolution}")
         return int(round(256 * args.resolution)), int(round(128 * args.resolution))
     return None
 
@@ -120,17 +125,25 @@ def main(argv=None) -> int:
         from osnet_edge.export import INT8_WRITERS, PENDING, WRITERS, export_model
 
         fmt = args.format.lower()
+        if args.half and args.int8:
+            raise UsageError("choose one of --half (FP16) and --int8")
         # the formats and INT8 of later issues fail here, in one line, before any model is built
         if fmt not in WRITERS:
-            raise OsnetEdgeError(PENDING.get(fmt) or f"unknown --format {args.format!r}; available: "
-                                                     f"{', '.join(sorted(set(WRITERS) | set(PENDING)))}")
+            if fmt in PENDING:  # known, but its package is missing here: a failure, not a usage error
+                raise OsnetEdgeError(PENDING[fmt])
+            raise UsageError(f"unknown --format {args.format!r}; available: "
+                             f"{', '.join(sorted(set(WRITERS) | set(PENDING)))}")
         if args.int8 and fmt not in INT8_WRITERS:
             from osnet_edge.export.api import INT8_PENDING
 
-            raise OsnetEdgeError(INT8_PENDING if not INT8_WRITERS else
-                                 f"--int8 is not available for --format {fmt} (only {', '.join(sorted(INT8_WRITERS))})")
+            if not INT8_WRITERS:
+                raise OsnetEdgeError(INT8_PENDING)
+            raise UsageError(f"--int8 is not available for --format {fmt} (only {', '.join(sorted(INT8_WRITERS))})")
+        if (args.qat or args.qat_epochs) and not (args.int8 and fmt in ("openvino", "onnx")):
+            raise UsageError("--qat applies to --int8 with --format openvino or onnx")
+        input_size_from(args)  # a bad --resolution before anything is built
         if args.int8_activations and not (args.int8 and fmt == "onnx"):
-            raise OsnetEdgeError("--int8-activations applies to --format onnx --int8 only (OpenVINO's NNCF picks "
+            raise UsageError("--int8-activations applies to --format onnx --int8 only (OpenVINO's NNCF picks "
                                  "its own scheme; TensorRT needs symmetric)")
         writer = INT8_WRITERS[fmt] if args.int8 else WRITERS[fmt]
         if getattr(writer, "preflight", None):  # e.g. no GPU for TensorRT: say so before building anything
@@ -144,19 +157,19 @@ def main(argv=None) -> int:
                   file=sys.stderr)
         options = {k: v for k, v in (("max_drop", args.max_drop), ("workspace", args.workspace),
                                      ("device", args.device), ("calib_method", args.calib_method),
-                                     ("min_cosine", args.min_cosine), ("min_top1", args.min_top1),
                                      ("holdout", args.holdout), ("activations", args.int8_activations),
                                      ("opt_batch", args.opt_batch), ("min_batch", args.min_batch),
                                      ("dla_core", args.dla_core), ("timing_cache", args.timing_cache),
                                      ("onnx_exporter", args.onnx_exporter))
                    if v is not None}
+        from osnet_edge.export.gates import GATES
+
+        options.update({g.key: getattr(args, g.key) for g in GATES if getattr(args, g.key) is not None})
         if args.qdq:
             options["qdq"] = True
         if args.equalize:
             options["equalize"] = True
         if args.qat or args.qat_epochs:
-            if not (args.int8 and fmt in ("openvino", "onnx")):
-                raise OsnetEdgeError("--qat applies to --int8 with --format openvino or onnx")
             options.update(qat=True, qat_epochs=args.qat_epochs)
         print(f"exporting {model.arch} {model.input_size[0]}x{model.input_size[1]} to {fmt}"
               f"{' FP16' if args.half else ' INT8' if args.int8 else ' FP32'} ...", file=sys.stderr)
@@ -164,11 +177,10 @@ def main(argv=None) -> int:
                            max_batch=args.max_batch, opset=args.opset, verify=not args.no_verify,
                            input_format=args.input_format, quiet=False, **options)
     except OsnetEdgeError as exc:
-        print(f"osnet-export: error: {exc}", file=sys.stderr)
-        return 1
+        return report("osnet-export", exc)
     except KeyboardInterrupt as exc:  # INT8 fine-tuning says which epoch and how to re-run
         print(f"osnet-export: {exc or 'interrupted; nothing was written'}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     print(f"exported {res.fmt} artifact{'' if trained else ' (RANDOM WEIGHTS)'}:")
     print(res.summary())
     return 0

@@ -38,10 +38,11 @@ def reference_embeddings(model, crops) -> np.ndarray:
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity (rows need not be normalised)."""
+    """Row-wise cosine similarity (rows need not be normalised), clipped to [-1, 1]: float32 rounding otherwise
+    reports identical rows as 1.0000001."""
     na = np.linalg.norm(a, axis=1)
     nb = np.linalg.norm(b, axis=1)
-    return (a * b).sum(1) / np.maximum(na * nb, 1e-12)
+    return np.clip((a * b).sum(1) / np.maximum(na * nb, 1e-12), -1.0, 1.0)
 
 
 def verify_artifact(path, model, crops=None, batch_sizes=DEFAULT_BATCHES, device=None, quiet=True, label=None,
@@ -81,8 +82,8 @@ def verify_artifact(path, model, crops=None, batch_sizes=DEFAULT_BATCHES, device
             result[f"batch_{b}"] = {"min_cos": float(cos.min()), "mean_cos": float(cos.mean()), "n": b}
             all_cos.append(cos)
             if not quiet:
-                print(f"  verify {label or path}: batch {b:3d} vs PyTorch  min cos {cos.min():.7f}  "
-                      f"mean {cos.mean():.7f}", file=sys.stderr)
+                print(f"  verify {label or path}: batch {b:3d} vs PyTorch  min cos {cos.min():.6f}  "
+                      f"mean {cos.mean():.6f}", file=sys.stderr)
     cat = np.concatenate(all_cos)
     result["min_cos"], result["mean_cos"] = float(cat.min()), float(cat.mean())
     return result

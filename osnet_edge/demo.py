@@ -65,7 +65,7 @@ def main():
     embedders = {label: Embedder(res.path) for label, res in artifacts.items()}
     for label, emb in embedders.items():
         cos = cosine_rows(emb.embed(crops), ref)
-        print(f"  {label:14s} min {cos.min():.7f}  mean {cos.mean():.7f}")
+        print(f"  {label:14s} min {cos.min():.6f}  mean {cos.mean():.6f}")
     print()
 
     threads = torch.get_num_threads()

@@ -23,3 +23,7 @@ class ArtifactError(OsnetEdgeError):
 
 class MissingDependencyError(OsnetEdgeError, ImportError):
     """An optional package is not installed; the message names the extra."""
+
+
+class UsageError(OsnetEdgeError, ValueError):
+    """A command line that cannot run as given (a value that does not parse, options that conflict): exit 2."""

@@ -3,6 +3,7 @@ sidecar next to a TensorRT engine, our checkpoints' 'meta'). Torch-free."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from ._version import __version__
@@ -19,6 +20,10 @@ META_KEY = "osnet_edge"
 #   "uint8_nhwc": BGR uint8 NHWC at input_size; colour swap, mean/std and layout live in the graph
 INPUT_FORMATS = ("float_nchw", "uint8_nhwc")
 PRECISIONS = ("fp32", "fp16", "int8")
+COLOR_ORDERS = ("RGB", "BGR")
+# plausible bounds of a re-ID input and embedding; outside them the file is damaged or not ours
+MIN_SIDE, MAX_SIDE = 8, 4096
+MAX_FEATURE_DIM = 65536
 
 
 @dataclass
@@ -39,10 +44,32 @@ class ModelMeta:
     provenance: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.input_size = tuple(int(v) for v in self.input_size)
+        # metadata comes from files others hand over: every field is checked, so a wrong value is named here
+        # and never becomes a 10^7 x 10^7 resize or a NaN normalisation later
+        try:
+            self.input_size = tuple(int(v) for v in self.input_size)
+            self.mean = tuple(float(v) for v in self.mean)
+            self.std = tuple(float(v) for v in self.std)
+            self.width = float(self.width)
+            self.feature_dim = int(self.feature_dim)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ArtifactError(f"metadata: input_size, mean, std, width and feature_dim must be numbers ({exc})") \
+                from None
         self.provenance = dict(self.provenance) if isinstance(self.provenance, dict) else {}
-        self.mean = tuple(float(v) for v in self.mean)
-        self.std = tuple(float(v) for v in self.std)
+        if not isinstance(self.extra, dict):
+            raise ArtifactError(f"metadata: extra must be a mapping, got {type(self.extra).__name__}")
+        if not isinstance(self.arch, str) or not 0 < len(self.arch) <= 100:
+            raise ArtifactError(f"metadata: arch must be a name like 'osnet_x0_25', got {str(self.arch)[:60]!r}")
+        if not (0.0 < self.width <= 1.0):
+            raise ArtifactError(f"metadata: width must be in (0, 1], got {self.width}")
+        if not all(MIN_SIDE <= v <= MAX_SIDE for v in self.input_size):
+            raise ArtifactError(f"metadata: input_size {self.input_size} is outside {MIN_SIDE}..{MAX_SIDE} pixels a side")
+        if not 1 <= self.feature_dim <= MAX_FEATURE_DIM:
+            raise ArtifactError(f"metadata: feature_dim must be in 1..{MAX_FEATURE_DIM}, got {self.feature_dim}")
+        if not all(math.isfinite(v) for v in self.mean + self.std) or not all(v > 0 for v in self.std):
+            raise ArtifactError(f"metadata: mean and std must be finite and std > 0, got {self.mean} / {self.std}")
+        if self.color_order not in COLOR_ORDERS:
+            raise ArtifactError(f"metadata: color_order must be one of {COLOR_ORDERS}, got {str(self.color_order)[:20]!r}")
         if self.input_format not in INPUT_FORMATS:
             raise ArtifactError(f"metadata: input_format must be one of {INPUT_FORMATS}, got {self.input_format!r}")
         if self.precision not in PRECISIONS:
@@ -61,18 +88,25 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "metadata") -> "ModelMeta":
+        if not isinstance(d, dict):
+            raise ArtifactError(f"{source}: osnet-edge metadata is not a JSON object (got {type(d).__name__})")
         known = {f.name for f in fields(cls)}
         missing = [k for k in ("arch", "width", "input_size") if k not in d]
         if missing:
             raise ArtifactError(f"{source}: osnet-edge metadata lacks {', '.join(missing)}")
-        return cls(**{k: v for k, v in d.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except ArtifactError as exc:
+            raise ArtifactError(f"{source}: {exc}") from None
 
     @classmethod
     def from_json(cls, text: str, source: str = "metadata") -> "ModelMeta":
+        from .artifact_files import check_metadata_text
+
         try:
-            d = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"{source}: osnet-edge metadata is not valid JSON ({exc})") from None
+            d = json.loads(check_metadata_text(text, source))
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ArtifactError(f"{source}: osnet-edge metadata is not valid JSON ({str(exc)[:200]})") from None
         return cls.from_dict(d, source)
 
     def provenance_line(self) -> str:
@@ -87,15 +121,30 @@ class ModelMeta:
                      + (f" ({p['trained_by']}, epoch {p.get('epoch', '?')})" if p.get("trained_by") else "")]
         par = p.get("parity")
         if isinstance(par, dict):
-            parts.append(f"parity min cos {par['min_cos']:.7f}" if par.get("min_cos") is not None
+            parts.append(f"parity min cos {min(_num(par['min_cos']), 1.0):.6f}" if par.get("min_cos") is not None
                          else "parity not verified")
         fid = p.get("int8_fidelity")
         if isinstance(fid, dict):
-            parts.append(f"INT8 fidelity {'passed' if fid.get('passed') else 'FAILED'} (mean cos "
-                         f"{fid.get('cosine_mean', float('nan')):.4f}, top-1 {100 * fid.get('top1_agreement', 0):.1f}%"
+            # gates switched off or lowered never read as a pass
+            verdict = ("FAILED" if not fid.get("passed") else
+                       "accepted with gates lowered: " + "; ".join(fid["gates_lowered"]) if fid.get("gates_lowered")
+                       else "passed")
+            parts.append(f"INT8 fidelity {verdict} (mean cos "
+                         f"{_num(fid.get('cosine_mean')):.4f}, "
+                         + (f"decisive top-1 {100 * _num(fid['decisive_top1']):.1f}%, "
+                            if fid.get("decisive_top1") is not None else "")
+                         + f"strict top-1 {100 * _num(fid.get('top1_agreement', 0)):.1f}%"
                          f"{', generated crops' if fid.get('generated') else ''})")
         return ", ".join(parts)
 
     def stem(self) -> str:
         """File name stem that says what the artifact is: osnet_x0_25_256x128_fp16."""
         return f"{self.arch}_{self.input_size[0]}x{self.input_size[1]}_{self.precision}"
+
+
+def _num(value) -> float:
+    """A number from a provenance record for printing (a file's record may hold anything): NaN if it is none."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")

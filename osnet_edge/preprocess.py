@@ -23,7 +23,11 @@ def _cv2():
 
 def as_bgr_uint8(crop, index: int = 0) -> np.ndarray:
     """Validate one crop; convert HxW grayscale and HxWx4 BGRA to HxWx3 BGR. Errors name the crop."""
+    if crop is None:
+        raise InputError(f"crop {index} is None (a missing image? cv2.imread returns None for unreadable files)")
     a = np.asarray(crop)
+    if a.size == 0 and (a.dtype != np.uint8 or a.ndim < 2):  # np.array([]): say so, not "dtype float64"
+        raise InputError(f"crop {index} is empty (an array of shape {a.shape})")
     if a.dtype != np.uint8:
         if np.issubdtype(a.dtype, np.floating) and a.size and np.isnan(a).any():
             raise InputError(f"crop {index} contains NaN values; crops must be uint8 BGR images")
@@ -51,6 +55,8 @@ def as_crops(crops):
         if crops.ndim != 4:
             raise InputError(f"crops array has shape {crops.shape}; expected one HxWx3 image, an (N, H, W, 3) "
                              f"batch or a list of images")
+    elif not isinstance(crops, (list, tuple)):  # a generator, a number, None: say what was passed
+        raise InputError(f"crops must be a list of images or an array, got {type(crops).__name__}")
     return crops
 
 
@@ -107,12 +113,17 @@ def crop_boxes(frame, boxes) -> list:
     boxes: (N, 4) xyxy, or a detector's (N, 5+) rows (xyxy, score[, class, ...]): the first four columns are
     the box. One box may be given as a flat sequence.
     """
+    if frame is None:
+        raise InputError("frame is None (the end of a video? cv2.VideoCapture.read returns (False, None) there)")
     f = np.asarray(frame)
     if f.ndim not in (2, 3) or f.shape[0] == 0 or f.shape[1] == 0:
         raise InputError(f"frame has shape {f.shape}; expected an HxWx3 BGR image")
     if f.dtype != np.uint8:
         raise InputError(f"frame has dtype {f.dtype}; frames must be uint8 BGR images (0-255)")
-    b = np.asarray(boxes, dtype=np.float64) if len(boxes) else np.zeros((0, 4))
+    try:
+        b = np.asarray(boxes, dtype=np.float64) if len(boxes) else np.zeros((0, 4))
+    except (TypeError, ValueError) as exc:  # ragged rows, strings, a bare number
+        raise InputError(f"boxes must be (N, 4) xyxy numbers ({str(exc).splitlines()[0][:120]})") from None
     if b.ndim == 1:
         b = b[None]
     if b.ndim != 2 or b.shape[1] < 4:

@@ -326,28 +326,71 @@ class _Collector(ast.NodeVisitor):
 
 def collect(snapshot, files=None, cuda_snapshot=None) -> list:
     """The uses in `files` (default: the project's source), typed with these snapshots (return types, enums)."""
-    uses = []
+    modules = []  # (path, tree, collector)
     for path in files or source_files():
         path = Path(path)
         tree = ast.parse(path.read_text(), str(path))
         c = _Collector(path, tree, snapshot, cuda_snapshot)
         c.visit(tree)
-        # a function called only from guarded places (or from functions that are) is itself version-specific
-        local = {n.name: n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-        guarded_fns, changed = set(), True
-        while changed:
-            changed = False
-            for name, fn in local.items():
-                sites = c.calls.get(name, [])
-                if name not in guarded_fns and sites and all(
-                        g or any(_inside(local[f], line) for f in guarded_fns) for g, line in sites):
-                    guarded_fns.add(name)
+        modules.append((path, tree, c))
+    # a function called only from guarded places (or from functions that are) is itself version-specific; its
+    # call sites are in its own module and in the modules that import it by name (a module split by job)
+    local = {path: {n.name: n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+             for path, tree, _c in modules}
+    sites = {}  # (defining path, name) -> [(calling path, guarded?, line)]
+    for path, tree, c in modules:
+        imported = _imported_names(path, tree, local)
+        for name, calls in c.calls.items():
+            target = (path, name) if name in local[path] else imported.get(name)
+            if target is not None:
+                sites.setdefault(target, []).extend((path, g, line) for g, line in calls)
+    guarded_fns, changed = set(), True
+    while changed:
+        changed = False
+        for path, fns in local.items():
+            for name in fns:
+                calls = sites.get((path, name), [])
+                if (path, name) not in guarded_fns and calls and all(
+                        g or any(p == at and _inside(local[p][f], line) for p, f in guarded_fns)
+                        for at, g, line in calls):
+                    guarded_fns.add((path, name))
                     changed = True
+    uses = []
+    for path, _tree, c in modules:
         for use in c.uses:
-            if any(_inside(local[f], use.line) for f in guarded_fns):
+            if any(p == path and _inside(local[p][f], use.line) for p, f in guarded_fns):
                 use.guarded = True
         uses += c.uses
     return uses
+
+
+def _imported_names(path: Path, tree, local: dict) -> dict:
+    """{name as called here: (defining path, name there)} for `from MODULE import name` of a module in `local`."""
+    out = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:  # from .x import y: relative to this file's folder
+            base = path.parent
+            for _ in range(node.level - 1):
+                base = base.parent
+            parts = (node.module or "").split(".") if node.module else []
+            candidates = [base.joinpath(*parts).with_suffix(".py") if parts else base / "__init__.py"]
+        else:  # osnet_edge.export.x -> export/x.py (setup.py's package_dir), osnet_edge.x -> osnet_edge/x.py
+            parts = (node.module or "").split(".")
+            if parts[0] != "osnet_edge":
+                continue
+            tops = [parts[1]] if len(parts) > 1 and parts[1] in SOURCES[1:] else []
+            rest = parts[2:] if tops else parts[1:]
+            root = ROOT.joinpath(*(tops or ["osnet_edge"]))
+            candidates = [root.joinpath(*rest).with_suffix(".py") if rest else root / "__init__.py"]
+        for cand in candidates:
+            for known in local:
+                if known.resolve() == cand.resolve():
+                    for alias in node.names:
+                        if alias.name in local[known]:
+                            out[alias.asname or alias.name] = (known, alias.name)
+    return out
 
 
 def _inside(fn, line) -> bool:

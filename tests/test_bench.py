@@ -63,17 +63,17 @@ def test_matmul_probe_reports_consistent_numbers():
     assert info["logical_cores"] >= 1 and "numpy" in info["libraries"]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["nope.onnx"], "artifact not found: nope.onnx"),
-    (["--batch", "1,x", "ART"], "--batch '1,x'"),
-    ([], "nothing to measure"),
-    (["--sweep", "--format", "coreml"], "--format 'coreml'"),
-    (["--modes", "fast", "ART"], "--modes 'fast'"),
-    (["--streams", "0", "ART"], "--streams must be >= 1"),
+@pytest.mark.parametrize("args, needle, rc", [
+    (["nope.onnx"], "artifact not found: nope.onnx", 1),      # a bad input: a failure
+    (["--batch", "1,x", "ART"], "--batch '1,x'", 2),           # the command line itself: a usage error
+    ([], "nothing to measure", 2),
+    (["--sweep", "--format", "coreml"], "--format 'coreml'", 2),
+    (["--modes", "fast", "ART"], "--modes 'fast'", 2),
+    (["--streams", "0", "ART"], "--streams must be >= 1", 2),
 ])
-def test_bad_input_is_one_line(args, needle, tiny, capsys):
+def test_bad_input_is_one_line(args, needle, rc, tiny, capsys):
     args = [str(tiny[0]) if a == "ART" else a for a in args]
-    assert main(args) == 2
+    assert main(args) == rc
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1 and err.startswith("osnet-bench: error:")
 
@@ -81,7 +81,7 @@ def test_bad_input_is_one_line(args, needle, tiny, capsys):
 def test_unknown_format_is_one_line(tmp_path, capsys):
     bogus = tmp_path / "model.tflite"
     bogus.write_bytes(b"x")
-    assert main([str(bogus)]) == 2
+    assert main([str(bogus)]) == 1
     err = capsys.readouterr().err.strip()
     assert "unknown model format '.tflite'" in err and len(err.splitlines()) == 1
 

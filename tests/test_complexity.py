@@ -33,3 +33,14 @@ def test_classifier_excluded_and_mult_adds_scale_with_input():
     assert a.params == b.params and a.mult_adds == b.mult_adds
     small = complexity(build_model("osnet_x0_25"), (128, 64))
     assert 0.2 < small.mult_adds / a.mult_adds < 0.3
+
+
+def test_package_name_stays_the_function_after_the_submodule_is_imported():
+    import subprocess
+    import sys
+
+    code = ("import types, osnet_edge.complexity; from osnet_edge import complexity; "
+            "assert isinstance(complexity, types.FunctionType), complexity; "
+            "assert complexity is osnet_edge.complexity")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -10,7 +10,8 @@ import pytest
 from osnet_edge.calibration import load_source
 from osnet_edge.calibration.crops_cli import main as crops_main
 from osnet_edge.calibration.crops_dataset import build_crops_dataset, motion_boxes, write_mot
-from osnet_edge.calibration.sources import CalibrationError, calibration_split
+from osnet_edge.calibration.errors import CalibrationError
+from osnet_edge.calibration.sources import calibration_split
 from osnet_edge.calibration.tracklets import iou_matrix, link_tracklets
 from osnet_edge.training.datasets import load_dataset
 
@@ -96,6 +97,14 @@ def test_dataset_layout_loads_everywhere(lanes_video, tmp_path, capsys):
                        "--write-boxes", str(tmp_path / "det.txt")]) == 0
     table = capsys.readouterr().out
     assert "3 kept" in table and "bounding_box_test" in table
+    assert f"wrote {out / 'preview.jpg'}" in table                     # what it wrote besides the crops, said
+    assert f"wrote {tmp_path / 'det.txt'}: " in table and "MOT det format (frame, -1, x, y, w, h" in table
+    from osnet_edge.calibration import read_mot_boxes                   # the documented reader: back as xyxy
+
+    det = np.loadtxt(tmp_path / "det.txt", delimiter=",")
+    back = read_mot_boxes(tmp_path / "det.txt", min_side=0)
+    assert f"{len(back)} boxes" in table and len(back) == len(det)
+    np.testing.assert_allclose(back[:, 4:6], det[:, 2:4] + det[:, 4:6], atol=1e-6)
     ds = load_dataset(f"market1501:{out}")
     assert ds.num_train_pids >= 1 and len(ds.query) and len(ds.gallery)
     train_files = {Path(s.path).name[:4] for s in ds.train}
@@ -131,7 +140,7 @@ def test_boxes_with_track_ids_are_the_identities(lanes_video, tmp_path):
 
 
 def _fails(capsys, argv, out, match):
-    assert crops_main(argv + ["--out", str(out), "--no-progress"]) == 2
+    assert crops_main(argv + ["--out", str(out), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and match in err, err
     assert not out.exists() and not list(out.parent.glob(f".{out.name}.partial*"))

@@ -220,7 +220,7 @@ def test_pending_and_unknown_formats_fail_in_one_line(monkeypatch, capsys):
     assert main(["--format", "onnx", "--int8"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "INT8" in err[0]
-    assert main(["--format", "tflite"]) == 1
+    assert main(["--format", "tflite"]) == 2  # a usage error
     assert "available: " in capsys.readouterr().err
     with pytest.raises(ModelConfigError, match="unknown export format"):
         api.export_model(model(), "tflite")

@@ -190,7 +190,7 @@ def test_engine_compatible_cases():
 # ------------------------------------------------------------------------------------------- build decisions
 
 def test_profile_shapes_default_and_custom():
-    from osnet_edge.export.tensorrt import profile_shapes
+    from osnet_edge.export.tensorrt_build import profile_shapes
 
     p = profile_shapes((3, 256, 128))
     assert p == {"min": [1, 3, 256, 128], "opt": [16, 3, 256, 128], "max": [32, 3, 256, 128]}
@@ -202,14 +202,14 @@ def test_profile_shapes_default_and_custom():
 @pytest.mark.parametrize("kw", [dict(max_batch=4, opt_batch=8), dict(max_batch=8, min_batch=0),
                                 dict(max_batch=8, min_batch=4, opt_batch=2)])
 def test_profile_shapes_rejects_bad_ranges(kw):
-    from osnet_edge.export.tensorrt import profile_shapes
+    from osnet_edge.export.tensorrt_build import profile_shapes
 
     with pytest.raises(ModelConfigError, match="min_batch <= opt_batch <= max_batch"):
         profile_shapes((3, 256, 128), **kw)
 
 
 def test_builder_flags():
-    from osnet_edge.export.tensorrt import builder_flags
+    from osnet_edge.export.tensorrt_build import builder_flags
 
     assert builder_flags("fp32") == {"set": [], "clear": ["TF32"]}
     assert builder_flags("fp16")["set"] == ["FP16"]
@@ -231,14 +231,14 @@ def test_builder_flags():
     ("LayerType.CONVOLUTION", "/conv2/conv2.0/conv1/Conv", False),
     ("LayerType.ACTIVATION", "Relu_7", False)])
 def test_instance_norm_layers_are_pinned(ltype, name, pinned):
-    from osnet_edge.export.tensorrt import is_fp32_pinned_layer
+    from osnet_edge.export.tensorrt_build import is_fp32_pinned_layer
 
     assert is_fp32_pinned_layer(ltype, name) is pinned
 
 
 @pytest.mark.parametrize("n,bs", [(300, 32), (64, 32), (5, 32), (33, 8), (1, 1)])
 def test_calibration_index_batches_full_and_covering(n, bs):
-    from osnet_edge.export.tensorrt import calibration_index_batches
+    from osnet_edge.export.tensorrt_calib import calibration_index_batches
 
     batches = calibration_index_batches(n, bs)
     assert all(len(b) == bs for b in batches)
@@ -250,7 +250,7 @@ def test_calibration_index_batches_full_and_covering(n, bs):
 
 def test_calibration_feeder_uses_the_one_preprocessing():
     from osnet_edge.calibration.sources import CropSet
-    from osnet_edge.export.tensorrt import CalibrationFeeder
+    from osnet_edge.export.tensorrt_calib import CalibrationFeeder
     from osnet_edge.preprocess import to_batch
 
     rng = np.random.default_rng(0)
@@ -267,14 +267,14 @@ def test_calibration_feeder_uses_the_one_preprocessing():
 
 
 def test_int8_without_calibration_says_what_to_pass():
-    from osnet_edge.export.tensorrt import load_calibration
+    from osnet_edge.export.tensorrt_calib import load_calibration
 
     with pytest.raises(ModelConfigError, match="--calib SOURCE"):
         load_calibration(None, _meta())
 
 
 def test_timing_cache_is_per_gpu_and_version(tmp_path, monkeypatch):
-    from osnet_edge.export.tensorrt import default_cache_dir, timing_cache_file
+    from osnet_edge.export.tensorrt_build import default_cache_dir, timing_cache_file
 
     monkeypatch.setenv("OSNET_EDGE_CACHE", str(tmp_path))
     a = timing_cache_file(FAKE_GPU, "10.3.0")
@@ -288,7 +288,7 @@ def test_onnx_facts_finds_instance_norm_and_qdq(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    from osnet_edge.export.tensorrt import onnx_facts
+    from osnet_edge.export.tensorrt_typed import onnx_facts
 
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4, 8, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])
@@ -311,7 +311,7 @@ def test_strongly_typed_fp16_onnx_keeps_instance_norm_fp32(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper
 
-    from osnet_edge.export.tensorrt import onnx_facts, strongly_typed_onnx
+    from osnet_edge.export.tensorrt_typed import onnx_facts, strongly_typed_onnx
 
     rng = np.random.default_rng(0)
     w = helper.make_tensor("w", TensorProto.FLOAT, [4, 4, 3, 3], (rng.standard_normal(144) * 0.2).tolist())
@@ -352,7 +352,7 @@ def test_strongly_typed_int8_onnx_is_quantized_with_qdq(tmp_path):
     pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper, numpy_helper
 
-    from osnet_edge.export.tensorrt import onnx_facts, strongly_typed_onnx
+    from osnet_edge.export.tensorrt_typed import onnx_facts, strongly_typed_onnx
 
     rng = np.random.default_rng(1)
     w = helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], (rng.standard_normal(216) * 0.2).tolist())

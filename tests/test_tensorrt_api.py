@@ -56,12 +56,12 @@ def test_snapshots_cover_every_major_the_extra_admits():
     assert not cuda_spec.contains(f"{max(cuda_majors) + 1}.0.0")
 
 
-def test_readme_states_the_checked_versions():
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## TensorRT"):]
+def test_docs_state_the_checked_versions():
+    text = (ROOT / "docs" / "tensorrt.md").read_text()
+    section = text[text.index("## Versions"):]
     section = section[:section.index("\n## ", 3)]
     for snap in TRT_SNAPS + CUDA_SNAPS:
-        assert snap["version"] in section, f"README's TensorRT section does not name {snap['version']}"
+        assert snap["version"] in section, f"docs/tensorrt.md's Versions section does not name {snap['version']}"
 
 
 def test_snapshots_were_read_from_the_real_bindings():
@@ -155,6 +155,26 @@ def test_the_checker_catches_wrong_calls(tmp_path):
     assert "execute_async_v2" not in found
 
 
+def test_a_guard_reaches_a_function_in_another_module(tmp_path):
+    """A module split by job: the 10.x-only helper lives in one file, its only (guarded) call in another."""
+    (tmp_path / "calib.py").write_text(textwrap.dedent('''
+        def calibrator(trt):
+            return trt.IInt8EntropyCalibrator2
+    '''))
+    build = tmp_path / "build.py"
+    build.write_text(textwrap.dedent('''
+        from .calib import calibrator
+
+        def build(trt):
+            if not strongly_typed_only(trt):
+                return calibrator(trt)
+    '''))
+    assert api.problems(SNAPSHOTS, [tmp_path / "calib.py", build]) == []
+    build.write_text(build.read_text().replace("    if not strongly_typed_only(trt):\n        return", "    return"))
+    found = api.problems(SNAPSHOTS, [tmp_path / "calib.py", build])
+    assert any(re.search(r"calib\.py:3: .*IInt8EntropyCalibrator2 does not exist in TensorRT 11", p) for p in found), found
+
+
 def test_the_original_calls_that_tensorrt_11_removed_are_caught(tmp_path):
     """What this code base called before it learnt TensorRT 11: each is reported (10.x still has them)."""
     src = tmp_path / "old.py"
@@ -177,7 +197,8 @@ def test_builder_flags_exist_in_each_version():
     version must be a member of that version's BuilderFlag."""
     from types import SimpleNamespace
 
-    from osnet_edge.export.tensorrt import builder_flags, strongly_typed_only
+    from osnet_edge.export.tensorrt_build import builder_flags
+    from osnet_edge.export.tensorrt_typed import strongly_typed_only
 
     for snap in TRT_SNAPS:
         members = set(snap["names"]["BuilderFlag"]["members"])

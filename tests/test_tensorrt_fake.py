@@ -621,8 +621,8 @@ def test_int8_build_calibrates_and_writes_cache_and_fidelity(fakes, tmp_path, sm
     _builder_api(sys.modules["tensorrt"], monkeypatch, release)
     monkeypatch.setenv("OSNET_EDGE_CACHE", str(tmp_path / "cache"))
     res = export_model(small_model, "trt", tmp_path / "q.engine", int8=True, calib="generated:40", max_batch=8,
-                       verify=False, calib_size=40, holdout_size=16, min_cosine=-1.0, min_top1=0.0,
-                       calib_method="minmax", quiet=True)
+                       verify=False, calib_size=40, holdout_size=16, min_cosine=-1.0, min_crop_cosine=-1.0,
+                       min_decisive_top1=0.0, min_top1=0.0, calib_method="minmax", quiet=True)
     b = FakeBuilder.last
     assert b.config.flags >= {"INT8", "FP16"} and b.calibrated == 5  # 40 crops in full batches of 8
     assert b.config.cal_profile.shapes[1] == [8, 3, H, W] == b.config.cal_profile.shapes[3]
@@ -767,8 +767,9 @@ def test_tensorrt11_int8_export_quantizes_the_onnx_first(fakes, tmp_path, small_
 
     monkeypatch.setitem(api.INT8_WRITERS, "onnx", qdq_writer)
     res = api.export_model(small_model, "trt", tmp_path / "q.engine", int8=True, calib="generated:40", max_batch=8,
-                           verify=False, calib_size=40, holdout_size=16, min_cosine=-1.0, min_top1=0.0,
-                           calib_method="minmax", timing_cache=False, quiet=True)
+                           verify=False, calib_size=40, holdout_size=16, min_cosine=-1.0, min_crop_cosine=-1.0,
+                           min_decisive_top1=0.0, min_top1=0.0, calib_method="minmax", timing_cache=False,
+                           quiet=True)
     assert calls == [{"crops": 40, "method": "minmax", "half": False, "int8": True}]
     assert FakeBuilder.last.config.flags == set() and FakeBuilder.last.calibrated == 0
     assert sorted(p.name for p in res.files) == ["q.engine", "q.engine.json", "q.fidelity.json"]

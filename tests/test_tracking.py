@@ -1,4 +1,4 @@
-"""Tracker (IoU + embedding cosine) and the README's tracker loop (examples/track.py) on a generated video:
+"""Tracker (IoU + embedding cosine) and the tracker loop of docs/tracking.md (examples/track.py) on a generated video:
 two figures cross, identities must hold. Plumbing: a random-weight model, generated figures."""
 import importlib.util
 from pathlib import Path

@@ -113,7 +113,7 @@ def test_help_shows_what_runs():
 
     text = " ".join(build_train_parser().format_help().split())
     assert "(default: None)" not in text
-    assert "--lr LR (default: 0.065)" in text and "(default: 150,225,300)" in text
+    assert "--lr LR initial learning rate (default: 0.065)" in text and "(default: 150,225,300)" in text
     assert f"(default: {default_workers()}, from this machine's CPU cores)" in text
 
 
@@ -244,7 +244,7 @@ def test_cli_train_and_eval(tiny, tmp_path, capsys):
     assert "model-best.pth sha256:" in text and "(osnet-train, epoch 1)" in text
     prov = json.loads((tmp_path / "eval.json").read_text())[0]["provenance"][str(out / "model-best.pth")]
     assert prov["trained"] is True and prov["init"] == "random init" and prov["data"] == [f"market1501:{tiny}"]
-    assert train_main(["--data", f"market1501:{tmp_path / 'missing'}", "--output", str(out)]) == 2
+    assert train_main(["--data", f"market1501:{tmp_path / 'missing'}", "--output", str(out)]) == 1
     assert "folder not found" in capsys.readouterr().err
 
 

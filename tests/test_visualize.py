@@ -182,6 +182,6 @@ def test_osnet_eval_unwritable_visualize_folder(data, checkpoint, tmp_path, caps
     rc = eval_main(["--data", f"market1501:{data}", "--weights", str(checkpoint), "--no-progress",
                     "--json", str(tmp_path / "eval.json"), "--visualize", str(bad)])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("osnet-eval: error: --visualize")
+    assert rc == 1 and len(err.splitlines()) == 1 and err.startswith("osnet-eval: error: --visualize")
     assert str(bad) in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # nothing written, not even the JSON

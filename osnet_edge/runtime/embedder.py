@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 
 import numpy as np
 
 from ..errors import ArtifactError, InputError
 from ..metadata import ModelMeta
 from ..preprocess import as_crops, crop_boxes, to_batch
-from .base import backend_class
+from .base import DEFAULT_TIMEOUT_S, InferenceTimeout, backend_class
 
 DEFAULT_BATCH = 32
 # an explicit lower execution precision is used only if it keeps this min cosine against the declared one
@@ -31,6 +32,8 @@ class Embedder:
     precision: None computes at the artifact's declared precision on every backend and CPU (OpenVINO's
     bf16/f16 defaults are overridden); "bf16" (OpenVINO on an AVX-512 BF16/AMX CPU) or "fp16" is an explicit
     choice, shown in repr() as what executes.
+    timeout: seconds any one backend call may take before InferenceTimeout is raised (naming the backend): a
+    camera box never waits forever. Default 120 s.
     Further keyword options go to the backend (e.g. OpenVINO's hint="throughput").
 
     CPU streams: where the backend runs several single-core streams (ONNX Runtime and OpenVINO on a CPU with
@@ -42,7 +45,8 @@ class Embedder:
     """
 
     def __init__(self, path, device=None, batch_size=None, threads=None, input_size=None, precision=None,
-                 **backend_options):
+                 timeout=None, **backend_options):
+        self.timeout = DEFAULT_TIMEOUT_S if timeout is None else float(timeout)
         if precision is not None:
             backend_options["precision"] = precision  # only backends that can honour it accept it
         self._attach(backend_class(path)(path, device=device, threads=threads, **backend_options), batch_size,
@@ -58,6 +62,9 @@ class Embedder:
 
     def _attach(self, backend, batch_size, input_size):
         self.backend = backend
+        self.timeout = getattr(self, "timeout", DEFAULT_TIMEOUT_S)
+        if hasattr(backend, "timeout_s"):  # backends that bound their own waits use the same bound
+            backend.timeout_s = self.timeout
         path = backend.path
         meta = self.backend.meta
         if meta is None:
@@ -101,6 +108,12 @@ class Embedder:
         declared = "fp32" if self.meta.precision == "int8" else self.meta.precision
         return self.backend.execution_precision or declared
 
+    def execution_label(self) -> str:
+        """What runs, for people: an INT8 artifact runs its quantized layers in INT8 and the rest in float
+        ('int8+fp32'), so that nobody reads it as 'runs in FP32'."""
+        ep = self.execution_precision
+        return f"int8+{ep}" if self.meta.precision == "int8" else ep
+
     def preprocess(self, crops) -> np.ndarray:
         """The artifact's input for these crops (the one preprocessing, with the artifact's settings)."""
         m = self.meta
@@ -122,8 +135,19 @@ class Embedder:
                     raise _shift_index(exc, span.start) from None
                 out[span] = self.backend.run_stream(batch)
 
-            for _ in self._pool.map(chunk, self._stream_spans(n)):
-                pass  # re-raises a chunk's error here
+            spans = self._stream_spans(n)
+            if hasattr(self.backend, "run_chunks"):  # the backend runs its own streams: submit from this thread
+                def batches():
+                    for span in spans:
+                        try:
+                            yield span, self.preprocess(crops[span])
+                        except InputError as exc:
+                            raise _shift_index(exc, span.start) from None
+
+                for span, feats in self.backend.run_chunks(batches()):
+                    out[span] = feats
+                return l2_normalize(out)
+            self._wait(self._pool.map(chunk, spans, timeout=self.timeout * len(spans)))  # re-raises a chunk's error
             return l2_normalize(out)
         for start in range(0, n, self.batch_size):
             chunk = crops[start:start + self.batch_size]
@@ -144,8 +168,14 @@ class Embedder:
         n = len(batch)
         if self._pool is not None and n > 1:
             spans = self._stream_spans(n)
-            return np.concatenate([np.asarray(f, np.float32).reshape(s.stop - s.start, -1) for s, f in
-                                   zip(spans, self._pool.map(lambda s: self.backend.run_stream(batch[s]), spans))])
+            if hasattr(self.backend, "run_chunks"):
+                done = dict((s.start, f) for s, f in self.backend.run_chunks((s, batch[s]) for s in spans))
+                feats = [done[s.start] for s in spans]
+            else:
+                feats = self._wait(self._pool.map(lambda s: self.backend.run_stream(batch[s]), spans,
+                                                  timeout=self.timeout * len(spans)))
+            return np.concatenate([np.asarray(f, np.float32).reshape(s.stop - s.start, -1)
+                                   for s, f in zip(spans, feats)])
         limit = self.backend.max_batch or n
         parts = []
         for start in range(0, n, limit):
@@ -157,10 +187,25 @@ class Embedder:
             if self._lock is None:
                 feats = self.backend.run(part)
             else:
-                with self._lock:
+                if not self._lock.acquire(timeout=self.timeout):
+                    raise InferenceTimeout(f"{self.backend.describe()}: another thread's call on {self.backend.path.name} "
+                                           f"held the backend for {self.timeout:g} s")
+                try:
                     feats = self.backend.run(part)
+                finally:
+                    self._lock.release()
             parts.append(np.asarray(feats, np.float32).reshape(len(part), -1)[:real])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _wait(self, results) -> list:
+        """Collect the stream calls' results within the Embedder's timeout: a stuck backend raises, naming itself
+        (its thread stays stuck in the engine, but this caller is never left waiting)."""
+        try:
+            return list(results)
+        except FuturesTimeout:
+            raise InferenceTimeout(f"{self.backend.describe()}: a batch on {self._streams} streams did not finish "
+                                   f"within its bound ({self.timeout:g} s per chunk) for {self.backend.path.name}") \
+                from None
 
     def _stream_spans(self, n: int) -> list:
         """Slices of a batch of n, one chunk per stream call: as many crops as the backend's stream_pixels hold
@@ -203,7 +248,7 @@ class Embedder:
         m = self.meta
         return (f"Embedder({str(self.backend.path)!r}, backend={self.backend.describe()}, arch={m.arch}, "
                 f"input={m.input_size[0]}x{m.input_size[1]}, precision={m.precision}, "
-                f"executes={self.execution_precision}, batch_size={self.batch_size}, streams={self._streams}, "
+                f"executes={self.execution_label()}, batch_size={self.batch_size}, streams={self._streams}, "
                 f"provenance={m.provenance_line()!r})")
 
 

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 
+from ..cli_convention import EXIT_INTERRUPTED, EXIT_USAGE, add_version, report
 from ..deps import require
 from ..errors import MissingDependencyError, OsnetEdgeError
 
@@ -36,49 +37,53 @@ def build_train_parser() -> argparse.ArgumentParser:
     d.add_argument("--cam-pattern", help="generic layout: regex whose first group is the camera id (default c(\\d+))")
     m = p.add_argument_group("model")
     g = m.add_mutually_exclusive_group()
-    g.add_argument("--arch", help="osnet_x1_0, osnet_x0_75, osnet_x0_5, osnet_x0_25, osnet_ibn_x1_0, osnet_ain_x*")
+    g.add_argument("--arch", help="osnet_x1_0, osnet_x0_75, osnet_x0_5, osnet_x0_25, osnet_ibn_x1_0, osnet_ain_x*; "
+                                  "without it (and --width), read from the --weights file when given")
     g.add_argument("--width", type=float, help="width multiplier beta in (0, 1] (plain OSNet)")
     m.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="input height and width")
     m.add_argument("--weights", help="initial weights (torchreid zoo / ImageNet / ours); classifier is re-initialised")
     r = p.add_argument_group("recipe and optimisation")
     r.add_argument("--recipe", choices=sorted(RECIPES), help="named recipe with the paper's values")
-    r.add_argument("--epochs", type=int)
-    r.add_argument("--batch-size", type=int)
-    r.add_argument("--lr", type=float)
-    r.add_argument("--optimizer", choices=["sgd", "amsgrad", "adam", "adamw"])
-    r.add_argument("--weight-decay", type=float)
-    r.add_argument("--momentum", type=float)
-    r.add_argument("--schedule", choices=["multistep", "cosine", "constant"])
+    r.add_argument("--epochs", type=int, help="training epochs")
+    r.add_argument("--batch-size", type=int, help="images per batch (per GPU under torchrun)")
+    r.add_argument("--lr", type=float, help="initial learning rate")
+    r.add_argument("--optimizer", choices=["sgd", "amsgrad", "adam", "adamw"], help="optimiser")
+    r.add_argument("--weight-decay", type=float, help="L2 weight decay")
+    r.add_argument("--momentum", type=float, help="SGD momentum")
+    r.add_argument("--schedule", choices=["multistep", "cosine", "constant"],
+                   help="learning-rate schedule: x gamma at each milestone, cosine to 0, or constant")
     r.add_argument("--milestones", type=_ints, help="comma-separated epochs, e.g. 150,225,300")
-    r.add_argument("--gamma", type=float)
-    r.add_argument("--warmup-epochs", type=int)
-    r.add_argument("--fixbase-epochs", type=int, help="epochs with the backbone frozen (classifier trains)")
+    r.add_argument("--gamma", type=float, help="multistep: factor applied to the lr at each milestone")
+    r.add_argument("--warmup-epochs", type=int, help="epochs of linear lr warm-up from 1%%")
+    r.add_argument("--fixbase-epochs", type=int, help="first epochs with the backbone frozen (only the classifier "
+                                                      "trains); said at start when it covers the whole run")
     l = p.add_argument_group("losses and sampling")
-    l.add_argument("--label-smooth", type=float)
-    l.add_argument("--ce-weight", type=float, dest="weight_x")
+    l.add_argument("--label-smooth", type=float, help="label smoothing epsilon of the cross-entropy")
+    l.add_argument("--ce-weight", type=float, dest="weight_x", help="weight of the cross-entropy loss")
     l.add_argument("--triplet-weight", type=float, dest="weight_t", help="> 0 adds batch-hard triplet loss")
-    l.add_argument("--margin", type=float)
+    l.add_argument("--margin", type=float, help="triplet loss margin")
     l.add_argument("--dml", action="store_true", default=None, help="deep mutual learning (two networks)")
-    l.add_argument("--sampler", choices=["auto", "random", "identity"])
+    l.add_argument("--sampler", choices=["auto", "random", "identity"],
+                   help="batch sampler: identity (P x K, for triplet loss), random, or auto (identity with triplet)")
     l.add_argument("--num-instances", type=int, help="K images per identity in a P x K batch")
     l.add_argument("--augment", type=_csv, help="comma list: flip,crop,patch,erase,color_jitter ('' for none)")
     e = p.add_argument_group("evaluation")
     e.add_argument("--eval-every", type=int, help="epochs between evaluations (0: only at the end)")
-    e.add_argument("--metric", choices=["euclidean", "cosine"])
-    e.add_argument("--rerank", action="store_true", default=None)
+    e.add_argument("--metric", choices=["euclidean", "cosine"], help="distance for retrieval")
+    e.add_argument("--rerank", action="store_true", default=None, help="k-reciprocal re-ranking (Zhong et al. 2017)")
     o = p.add_argument_group("run")
     o.add_argument("--output", help="run folder (checkpoints, log.csv, curve.png)")
     o.add_argument("--resume", help="checkpoint.pth of a run to continue exactly")
-    o.add_argument("--seed", type=int)
+    o.add_argument("--seed", type=int, help="random seed (sampling, augmentation, initialisation)")
     o.add_argument("--workers", type=int, help="data loading processes")
     o.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     o.add_argument("--threads", type=int, help="CPU threads for torch")
     o.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="full precision on CUDA")
     o.add_argument("--keep-every", type=int, help="also keep checkpoint-epochN.pth every N epochs")
-    o.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    o.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
     o.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
     _show_defaults(p)
-    return p
+    return add_version(p)
 
 
 def _show_defaults(parser) -> None:
@@ -122,6 +127,11 @@ def config_from_args(args):
             raise OsnetEdgeError(f"cannot read --config {args.config}: {exc}") from None
         base.update(overrides)
         overrides = base
+    if overrides.get("weights") and "arch" not in overrides and "width" not in overrides:
+        from ..checkpoint import checkpoint_arch
+
+        # the variant comes from the file, as in osnet-export and build_model(weights=)
+        overrides["arch"] = checkpoint_arch(overrides["weights"])[0]
     recipe = args.recipe or overrides.pop("recipe", None)
     overrides.pop("recipe", None)
     return make_config(recipe, **overrides)
@@ -131,20 +141,23 @@ def train_main(argv=None) -> int:
     try:  # the parser's defaults already come from torch (DataLoader workers): check before building it
         require("torch", "osnet-train")
     except MissingDependencyError as exc:
-        print(f"osnet-train: error: {exc}", file=sys.stderr)
-        return 2
+        return report("osnet-train", exc)
     args = build_train_parser().parse_args(argv)
+    cfg = None
     try:
         from .engine import train
 
         cfg = config_from_args(args)
         result = train(cfg)
     except OsnetEdgeError as exc:
-        print(f"osnet-train: error: {exc}", file=sys.stderr)
-        return 2
+        return report("osnet-train", exc)
     except KeyboardInterrupt:
-        print("\nosnet-train: interrupted; continue with --resume <output>/checkpoint.pth", file=sys.stderr)
-        return 130
+        from pathlib import Path
+
+        ckpt = Path(cfg.output) / "checkpoint.pth" if cfg is not None else None
+        print("\nosnet-train: interrupted; " + (f"continue with --resume {ckpt}" if ckpt and ckpt.is_file()
+                                                else "no epoch had finished, nothing was kept"), file=sys.stderr)
+        return EXIT_INTERRUPTED
     if result.get("best") and result.get("rank", 0) == 0:
         print(f"best mAP {100 * result['best_mAP']:.1f}% at epoch {result['best_epoch']}: {result['best']}")
     return 0
@@ -157,16 +170,17 @@ def build_eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, nargs="+", metavar="CKPT_OR_ARTIFACT",
                    help=".pth/.pt checkpoint, .onnx, .xml (OpenVINO), .engine/.plan (TensorRT); several: "
                         "features concatenated (DML ensemble)")
-    p.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean")
+    p.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean",
+                   help="distance for retrieval (default euclidean, as torchreid)")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
     p.add_argument("--cuhk03-metric", action="store_true", default=None,
                    help="CUHK03 classic single-gallery-shot protocol (10 random draws, seeded by --seed)")
-    p.add_argument("--max-rank", type=int, default=50)
+    p.add_argument("--max-rank", type=int, default=50, help="longest CMC curve computed (default 50)")
     p.add_argument("--cam-pattern", help="generic layout: regex whose first group is the camera id")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--device")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, help="crops per inference call (default: the Embedder's)")
+    p.add_argument("--device", help="backend device: cpu, cuda, CPU, GPU, ... (default: best available)")
+    p.add_argument("--threads", type=int, help="CPU threads of the backend (default: the backend's own)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the CUHK03 draws and the --visualize sample (default 0)")
     p.add_argument("--json", help="write the results here (and a CMC plot beside it as .png)")
     p.add_argument("--visualize", metavar="DIR",
                    help="write retrieval pictures here: for sampled queries, the top-k gallery matches (green border: "
@@ -175,8 +189,8 @@ def build_eval_parser() -> argparse.ArgumentParser:
                    help="matches per picture (default 10)")
     p.add_argument("--visualize-n", type=_positive_int, default=20, metavar="N",
                    help="queries to picture, sampled evenly with --seed (default 20)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    return p
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return add_version(p)
 
 
 def _positive_int(text):
@@ -232,8 +246,7 @@ def eval_main(argv=None) -> int:
         if args.json:
             _write_results(results, args.json, {w: e.meta.provenance for w, e in zip(args.weights, embedders)})
     except OsnetEdgeError as exc:
-        print(f"osnet-eval: error: {exc}", file=sys.stderr)
-        return 2
+        return report("osnet-eval", exc)
     return 0
 
 
@@ -256,7 +269,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("train", "eval"):
         print("usage: python -m osnet_edge.training.cli {train,eval} ...", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     return train_main(argv[1:]) if argv[0] == "train" else eval_main(argv[1:])
 
 

@@ -13,97 +13,26 @@ metadata only), log.csv (one row per epoch), config.json and curve.png.
 Several GPUs: `torchrun --nproc_per_node=4 -m osnet_edge.training.cli train --data ...` (or
 `torchrun --nproc_per_node=4 $(which osnet-train) ...`); the batch size is per GPU, rank 0 writes
 the files and evaluates. On CPU, torchrun with the gloo backend works the same way.
+
+Beside it: distributed.py (torchrun's processes), rng.py (the RNG states that make --resume exact) and
+runlog.py (log.csv and curve.png).
 """
 from __future__ import annotations
 
-import csv
 import json
-import os
-import random
 import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..checkpoint import save_checkpoint
 from ..errors import CheckpointError, InputError
+from .distributed import Dist
 from .recipes import TrainConfig, make_config
-
-LOG_FIELDS = ("epoch", "lr", "loss", "ce", "triplet", "mutual", "acc", "images_per_s", "epoch_s",
-              "mAP", "rank1", "rank5", "rank10", "rank20", "peer_mAP", "ensemble_mAP")
-
-
-# --------------------------------------------------------------------------- distributed
-
-
-class _Dist:
-    """torchrun's environment (RANK / WORLD_SIZE / LOCAL_RANK), or a single process."""
-
-    def __init__(self, device_pref=None):
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if device_pref:
-            self.device = torch.device(device_pref)
-        else:
-            self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-        if self.world_size > 1 and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.local_rank)  # one GPU per torchrun process
-        self.enabled = self.world_size > 1
-        if self.enabled and not torch.distributed.is_initialized():
-            if self.device.type == "cuda":
-                torch.cuda.set_device(self.device)
-            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self):
-        if self.enabled:
-            torch.distributed.barrier()
-
-    def all_mean(self, values: list) -> list:
-        if not self.enabled:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(t)
-        return (t / self.world_size).tolist()
-
-
-# --------------------------------------------------------------------------- RNG state (weights_only-safe)
-
-
-def rng_state() -> dict:
-    """Every RNG the loop touches, as tensors and plain numbers (loadable with weights_only=True)."""
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
-        "python": {"version": int(py_state[0]), "state": torch.tensor(py_state[1], dtype=torch.int64)},
-    }
-
-
-def set_rng_state(state: dict):
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), None))
-
-
-def seed_everything(seed: int):
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+from .rng import rng_state, seed_everything, set_rng_state
+from .runlog import LOG_FIELDS, CsvLog, plot_curve, truncate_log
 
 
 # --------------------------------------------------------------------------- pieces
@@ -135,7 +64,7 @@ def _build_models(cfg: TrainConfig, num_classes: int):
     return models
 
 
-def _sampler(cfg: TrainConfig, samples, dist: _Dist):
+def _sampler(cfg: TrainConfig, samples, dist: Dist):
     from .sampler import IdentityBatchSampler, RandomBatchSampler
 
     kind = cfg.sampler
@@ -151,72 +80,6 @@ def _sampler(cfg: TrainConfig, samples, dist: _Dist):
 
 def _unwrap(m):
     return m.module if hasattr(m, "module") else m
-
-
-class _CsvLog:
-    def __init__(self, path: Path, resume: bool):
-        self.path = path
-        if not (resume and path.is_file()):
-            with open(path, "w", newline="") as f:
-                csv.writer(f).writerow(LOG_FIELDS)
-
-    def write(self, row: dict):
-        with open(self.path, "a", newline="") as f:
-            csv.writer(f).writerow([_fmt(row.get(k, "")) for k in LOG_FIELDS])
-
-
-def _fmt(v):
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return v
-
-
-def _truncate_log(path: Path, epoch: int):
-    """On resume, drop rows of epochs after the checkpoint (a run killed between log and checkpoint)."""
-    if not path.is_file():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= epoch]
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows(kept)
-
-
-def plot_curve(csv_path, png_path, title: str = "") -> Path | None:
-    """loss / accuracy / mAP / rank-1 per epoch from a run's log.csv, as a PNG (None if no matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not installed (pip install 'osnet-edge[bench]'): no curve.png", file=sys.stderr)
-        return None
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return None
-    ep = [int(r["epoch"]) for r in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    ax[0].plot(ep, [float(r["loss"]) for r in rows], label="loss")
-    ax[0].set_xlabel("epoch")
-    ax[0].set_ylabel("training loss")
-    a2 = ax[0].twinx()
-    a2.plot(ep, [100 * float(r["acc"]) for r in rows], color="tab:orange", label="train acc")
-    a2.set_ylabel("training accuracy (%)")
-    ev = [(int(r["epoch"]), float(r["mAP"]), float(r["rank1"])) for r in rows if r.get("mAP")]
-    if ev:
-        ax[1].plot([e[0] for e in ev], [100 * e[1] for e in ev], "o-", label="mAP")
-        ax[1].plot([e[0] for e in ev], [100 * e[2] for e in ev], "s-", label="rank-1")
-        ax[1].legend()
-    ax[1].set_xlabel("epoch")
-    ax[1].set_ylabel("%")
-    ax[1].grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
-    return Path(png_path)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -241,11 +104,22 @@ def train(config: TrainConfig | dict | None = None, **overrides) -> dict:
     cfg = as_run(cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    dist = _Dist(cfg.device)
+    dist = Dist(cfg.device)
     out = Path(cfg.output)
+    created = not out.exists()
+    try:
+        return _train(cfg, dist, out)
+    except BaseException:
+        # a run that failed before its first checkpoint leaves no folder behind (nothing in it to resume)
+        if created and dist.main and out.is_dir() and not (out / "checkpoint.pth").exists():
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train(cfg: TrainConfig, dist: Dist, out: Path) -> dict:
     ckpt_path, best_path = out / "checkpoint.pth", out / "model-best.pth"
-    if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
 
     # resume: read first, so a wrong file fails before any work
     state = None
@@ -315,15 +189,22 @@ def train(config: TrainConfig | dict | None = None, **overrides) -> dict:
     loader = make_loader(trainset, sampler, cfg.workers, pin_memory=dist.device.type == "cuda")
     if len(sampler) == 0:
         raise InputError(f"batch size {cfg.batch_size} leaves no full batch in {len(samples)} training images")
+    if dist.main and cfg.fixbase_epochs >= cfg.epochs > start_epoch:
+        print(f"note: --fixbase-epochs {cfg.fixbase_epochs} >= --epochs {cfg.epochs}: every epoch of this run trains "
+              f"the classifier only, the backbone stays frozen (pass --fixbase-epochs N < {cfg.epochs})",
+              file=sys.stderr)
     log = None
     if dist.main:
+        out.mkdir(parents=True, exist_ok=True)  # only now: bad data, weights or --resume leave no empty folder
         if state is not None:
-            _truncate_log(out / "log.csv", start_epoch)
-        log = _CsvLog(out / "log.csv", resume=state is not None)
+            truncate_log(out / "log.csv", start_epoch)
+        log = CsvLog(out / "log.csv", resume=state is not None)
         (out / "config.json").write_text(cfg.to_json())
         print(f"training {base.arch} ({base.input_size[0]}x{base.input_size[1]}) on {len(samples)} images / "
               f"{num_classes} identities, {cfg.epochs} epochs, batch {cfg.batch_size} x {dist.world_size} "
-              f"on {dist.device}{' (AMP)' if use_amp else ''}; output in {out}")
+              f"on {dist.device}{' (AMP)' if use_amp else ''}; output in {out}"
+              + (f"; epochs 1-{cfg.fixbase_epochs} train the classifier only (fixbase)"
+                 if 0 < cfg.fixbase_epochs < cfg.epochs else ""))
 
     from tqdm import tqdm
 
@@ -390,6 +271,8 @@ def train(config: TrainConfig | dict | None = None, **overrides) -> dict:
             history.append({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in row.items()})
             msg = (f"epoch {epoch + 1}/{cfg.epochs}  loss {row['loss']:.4f}  acc {100 * row['acc']:.1f}%  "
                    f"lr {lr:.2e}  {row['images_per_s']:.0f} img/s")
+            if epoch < cfg.fixbase_epochs:
+                msg += "  [fixbase: backbone frozen]"
             if "mAP" in row:
                 msg += f"  | mAP {100 * row['mAP']:.1f}%  rank-1 {100 * row['rank1']:.1f}%"
             print(msg, flush=True)

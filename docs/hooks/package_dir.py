@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mkdocs.plugins import event_priority
+
 ROOT = Path(__file__).resolve().parents[2]
 MAPPED = ("export", "calibration", "benchmarks")   # setup.py package_dir: osnet_edge.<name> -> <name>/
 TREE = ROOT / ".cache" / "griffe" / "osnet_edge"
@@ -26,6 +28,7 @@ def package_tree() -> Path:
     return TREE.parent
 
 
+@event_priority(100)  # before mkdocstrings' on_config, which drops search paths that do not exist yet
 def on_config(config, **_kwargs):
     package_tree()
     return config

@@ -14,7 +14,6 @@ the artifact's own metadata: calibration sees exactly what the deployed model wi
 """
 from __future__ import annotations
 
-import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -26,13 +25,12 @@ from osnet_edge.calibration.errors import CalibrationError
 from osnet_edge.errors import InputError
 from osnet_edge.calibration.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, frame_reader, read_mot_boxes
 from osnet_edge.preprocess import crop_boxes, to_batch
+from osnet_edge.training.datasets import MARKET_NAME
 
 DEFAULT_SIZE = 300      # NNCF's default subset_size; enough for stable per-tensor ranges of OSNet
 MIN_CROPS = 32          # below this the activation ranges are noise: refused
 RECOMMENDED_MIN = 100   # below this a warning: the ranges of rare activations are poorly estimated
 
-# Market-1501 / DukeMTMC-reID file names: 0002_c1s1_000451_03.jpg, -1_c1s1_... (junk), 0000_... (distractor)
-_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
 MARKET_SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test",
                  "test": "bounding_box_test"}
 
@@ -151,7 +149,7 @@ def from_market(root, split: str = "train", n: int | None = DEFAULT_SIZE, seed: 
                                f"(expected bounding_box_train/, query/, bounding_box_test/)")
     files, pids, cams = [], [], []
     for p in sorted(folder.iterdir()):
-        m = _MARKET_NAME.match(p.name)
+        m = MARKET_NAME.match(p.name)
         if p.suffix.lower() not in IMAGE_SUFFIXES or not m:
             continue
         pid = int(m.group(1))

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from osnet_edge.training.datasets import IMAGE_SUFFIXES, MARKET_NAME
+
 from .errors import GalleryError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-# Market-1501 names: {pid}_c{camera}s{sequence}_{frame}_{box}.jpg; osnet-crops writes the same
-_MARKET = re.compile(r"^(-?\d+)_c(\d+)(?:s\d+_(\d+))?")
 MARKET_SPLITS = ("bounding_box_test", "query", "bounding_box_train")
 
 
@@ -52,7 +51,7 @@ def crop_files(folder) -> list[Path]:
 
 def parse_crop_name(path) -> tuple[int, int, int] | None:
     """(identity, camera number, frame) from a Market-1501 file name; None when it does not parse."""
-    m = _MARKET.match(Path(path).name)
+    m = MARKET_NAME.match(Path(path).name)
     if not m:
         return None
     return int(m.group(1)), int(m.group(2)), int(m.group(3)) if m.group(3) else 0

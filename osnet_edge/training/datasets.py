@@ -98,13 +98,15 @@ def _find_root(root: Path, candidates: tuple, markers: tuple, name: str) -> Path
 
 # --------------------------------------------------------------------------- Market-1501 / Duke
 
-_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
+# Market-1501 / DukeMTMC-reID / osnet-crops file names: {pid}_c{camera}[s{sequence}_{frame}]_..., e.g.
+# 0002_c1s1_000451_03.jpg; -1_... is junk, 0000_... a distractor. Groups: identity, camera, frame (or None).
+MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)(?:s\d+_(\d+))?")
 
 
 def _market_split(folder: Path, name: str, relabel: bool, max_cam: int) -> list:
     out = []
     for p in _images(folder):
-        m = _MARKET_NAME.match(p.name)
+        m = MARKET_NAME.match(p.name)
         if not m:
             raise DatasetError(f"{name}: cannot parse identity and camera from {p} "
                                f"(expected names like 0002_c1s1_000451_03.jpg)")

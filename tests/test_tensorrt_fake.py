@@ -794,3 +794,99 @@ def test_stand_ins_refuse_what_the_release_lacks(fakes, monkeypatch):
     _builder_api(trt, monkeypatch, RELEASES[0])
     exec(compile("config.int8_calibrator = None; layer.precision; trt.BuilderFlag.FP16", elsewhere, "exec"),
          {"config": config, "layer": layer, "trt": trt})
+
+
+# --------------------------------------------------------------------------- hostile engines and sidecars
+
+
+def _hostile_engines(root: Path) -> dict:
+    """{case: engine path}: root/art holds them, root/outside what they point at (watched with inotify)."""
+    import json
+    import os
+
+    art, outside = root / "art", root / "outside"
+    art.mkdir()
+    outside.mkdir()
+    good = _engine(outside)
+    meta = json.loads(tc.sidecar_path(good).read_text())
+    c = {}
+
+    def eng(name, body=b"FAKE\x01\x08", sidecar=None):
+        p = art / name
+        p.write_bytes(body)
+        if sidecar is not None:
+            tc.sidecar_path(p).write_bytes(sidecar if isinstance(sidecar, bytes) else json.dumps(sidecar).encode())
+        return p
+
+    c["engine: text file"] = eng("text.engine", b"hello, I am a text file", meta)
+    c["engine: empty"] = eng("empty.engine", b"", meta)
+    os.symlink(good, art / "link.engine")
+    c["engine: symlink leaving the folder"] = art / "link.engine"
+    (art / "dir.engine").mkdir()
+    c["engine: folder named like an engine"] = art / "dir.engine"
+    os.mkfifo(art / "pipe.engine")
+    c["engine: named pipe"] = art / "pipe.engine"
+    c["engine: no sidecar (no input size known)"] = eng("bare.engine")
+    c["sidecar: symlink leaving the folder"] = eng("sc_link.engine")
+    os.symlink(tc.sidecar_path(good), tc.sidecar_path(art / "sc_link.engine"))
+    c["sidecar: dangling symlink"] = eng("sc_dangling.engine")
+    os.symlink(outside / "nothing.json", tc.sidecar_path(art / "sc_dangling.engine"))
+    c["sidecar: a folder"] = eng("sc_dir.engine")
+    tc.sidecar_path(art / "sc_dir.engine").mkdir()
+    c["sidecar: 2 MiB"] = eng("sc_big.engine", sidecar={**meta, "pad": "x" * (2 << 20)})
+    c["sidecar: not JSON"] = eng("sc_text.engine", sidecar=b"{not json")
+    c["sidecar: not UTF-8"] = eng("sc_bin.engine", sidecar=bytes(range(128, 256)))
+    c["sidecar: nested 10^5 deep"] = eng("sc_deep.engine", sidecar=b"[" * 100_000 + b"]" * 100_000)
+    c["sidecar: input_size negative"] = eng("sc_neg.engine", sidecar={**meta, "input_size": [-32, 16]})
+    c["sidecar: mean NaN"] = eng("sc_nan.engine", sidecar=json.dumps({**meta, "mean": [float("nan")] * 3}).encode())
+    c["sidecar: of another engine (256x128)"] = eng("sc_other.engine", sidecar={**meta, "input_size": [256, 128]})
+    c["sidecar: of another engine (128-D)"] = eng("sc_dim.engine", sidecar={**meta, "feature_dim": 128})
+    c["sidecar: built with TensorRT 8.6"] = eng("sc_trt.engine", sidecar={
+        **meta, "extra": {**meta["extra"], "tensorrt_version": "8.6.1"}})
+    c["sidecar: built for another GPU architecture"] = eng("sc_cc.engine", sidecar={
+        **meta, "extra": {**meta["extra"], "compute_capability": "7.2"}})
+    return c
+
+
+def test_every_hostile_engine_is_refused_in_one_line_everywhere(fakes, tmp_path):
+    """Engines and their sidecars handed over by others, through every entry point that opens an engine: one line
+    naming the file, no traceback, nothing opened outside the folder. Needs no GPU: the TensorRT stand-ins."""
+    import json
+    import os
+
+    from osnet_edge import Embedder
+    from osnet_edge.errors import OsnetEdgeError
+    from osnet_edge.training.synthetic_dataset import make_market_dataset
+    from test_hostile_artifacts import _bench, _eval, _Opens
+
+    cases = _hostile_engines(tmp_path)
+    data = tmp_path / "market"
+    make_market_dataset(data, num_ids=3, images_per_id=2, cams=2, size=(H, W), seed=1)
+    watch = _Opens(tmp_path / "outside")
+    watch.names()
+
+    def embedder(path, root, data):
+        try:
+            Embedder(str(path)).embed(_crops(2))
+        except OsnetEdgeError as exc:
+            return 1, f"Embedder: error: {exc}"
+        return 0, ""
+
+    rows, failures = [], []
+    for case, path in cases.items():
+        for entry, call in (("Embedder", embedder), ("osnet-eval", _eval), ("osnet-bench", _bench)):
+            rc, err = call(path, tmp_path, data)
+            opened = watch.names()
+            lines = [ln for ln in err.splitlines() if "error" in ln]
+            rows.append((case, entry, lines[0] if lines else err.strip()[-200:]))
+            if not (rc not in (0, None) and len(lines) == 1 and path.name in lines[0] and "Traceback" not in err
+                    and not opened):
+                failures.append(f"{case} | {entry} | rc={rc} | opened outside: {sorted(opened)} | {err.strip()[-400:]}")
+    watch.close()
+    assert len(cases) >= 18
+    assert not failures, "\n".join(failures)
+    # the good engine these point at still serves: the refusals are about the files, not the stand-ins
+    with Embedder(str(tmp_path / "outside" / "fake.engine")) as emb:
+        assert emb.embed(_crops(2)).shape == (2, D)
+    if os.environ.get("OSNET_EDGE_HOSTILE_ENGINE_TABLE"):  # docs/reliability.md's table is printed from this too
+        Path(os.environ["OSNET_EDGE_HOSTILE_ENGINE_TABLE"]).write_text(json.dumps(rows, indent=1))

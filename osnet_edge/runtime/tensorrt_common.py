@@ -193,11 +193,29 @@ def write_sidecar(engine_path, meta: ModelMeta) -> Path:
 
 
 def read_sidecar(engine_path) -> ModelMeta | None:
-    """The engine's metadata, or None for an engine without a sidecar (e.g. built with trtexec)."""
+    """The engine's metadata, or None for an engine without a sidecar (e.g. built with trtexec).
+
+    The sidecar is handed over with the engine, so it is held to the artifact rules: a regular file inside the
+    engine's folder, at most MAX_METADATA_BYTES read, UTF-8."""
+    from ..artifact_files import MAX_METADATA_BYTES, inside_folder
+
     path = sidecar_path(engine_path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
-    return ModelMeta.from_json(path.read_text(), str(path))
+    inside_folder(path, path.parent, "the engine's metadata sidecar")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: the engine's metadata sidecar is not a regular file (a folder, pipe or "
+                            f"dangling symlink?); it is the JSON osnet-export writes next to the engine")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_METADATA_BYTES + 1)
+    if len(raw) > MAX_METADATA_BYTES:
+        raise ArtifactError(f"{path}: the engine's metadata sidecar is over {MAX_METADATA_BYTES} bytes; refused "
+                            f"(ours is ~1 KiB)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ArtifactError(f"{path}: the engine's metadata sidecar is not UTF-8 text") from None
+    return ModelMeta.from_json(text, str(path))
 
 
 def check_engine_compatible(meta: ModelMeta | None, trt_version: str, gpu: GPU, engine_path) -> list:

@@ -14,14 +14,21 @@ saves on this AVX2 CPU. The recipe therefore:
     512x512 (x1.0) matrix-vector product per crop, well under 1% of the Mult-Adds;
   - full bias correction (fast_bias_correction=False): depthwise 3x3 filters have 9 weights per channel,
     so the mean shift their quantization introduces is large and worth measuring properly;
-  - symmetric INT8 (PERFORMANCE preset), per-channel weights, NNCF's overflow fix on the first layer only.
+  - per-channel symmetric INT8 weights, NNCF's overflow fix on the first layer only;
+  - asymmetric activations (NNCF's MIXED preset). Post-ReLU tensors are UINT8 over [0, max] either way, so
+    this changes the signed ones only, chiefly the Lite 3x3 depthwise inputs, which come straight from a
+    linear 1x1 convolution: a range fitted to their min and max instead of centred on zero. Measured on a model trained with torchreid's own code (held-out tracklets,
+    benchmarks/results/int8_real/activation_sign.py): symmetric activations keep 94.5% of the correct
+    matches and lose 3 points of rank-1 (refused); asymmetric keep 100% with rank-1 unchanged (accepted;
+    decisive top-1 97.4 -> 95.7%, two crops of 117, near its gate).
+    `recipe="reid-symmetric"` is the symmetric variant, for comparison.
 Cross-layer activation equalization of the Lite 3x3 layers (export/equalize.py, `equalize=True`,
 `osnet-export --equalize`) is opt-in: on 1600 held-out crops it kept mean cosine (0.9967) and raised top-1
 agreement by 1.7 points (78.8 -> 80.5%), within run-to-run variation; the 1x1 outputs' channel ranges differ by
 <2x, and the error left is each channel's heavy tail (max/rms 7-11), which no per-channel rescaling removes.
 What 8 bits can reach at all on OSNet-x0.25 is measured in benchmarks/results/int8/bitwidth_sim.py.
-`recipe="nncf-default"` reproduces NNCF's defaults, for comparison. `max_drop` switches to
-nncf.quantize_with_accuracy_control, validated by embedding agreement (or retrieval mAP when identities
+`recipe="nncf-default"` reproduces NNCF's defaults (`"nncf-mixed"`: with the MIXED preset), for comparison.
+`max_drop` switches to nncf.quantize_with_accuracy_control, validated by embedding agreement (or retrieval mAP when identities
 are known), which returns layers to FP32 one by one until the drop is within max_drop.
 """
 from __future__ import annotations
@@ -40,7 +47,7 @@ from osnet_edge.export import gates as gt
 from osnet_edge.export.fidelity_metrics import embedding_agreement, retrieval_metrics
 from osnet_edge.export.openvino_ir_ops import check_layer_names, head_ops, int8_conv_fraction
 
-RECIPES = ("reid", "nncf-default", "mixed")
+RECIPES = ("reid", "reid-symmetric", "nncf-default", "nncf-mixed")
 CALIB_BATCH = 1  # NNCF collects statistics per sample; batch 1 keeps them exact (no batch-wise approximation)
 
 
@@ -87,10 +94,12 @@ def quantize_settings(recipe: str, ov_model, keep_fp32=()) -> dict:
         raise ModelConfigError(f"unknown INT8 recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     if recipe == "nncf-default":
         kw = {}
-    elif recipe == "mixed":
+    elif recipe == "nncf-mixed":
         kw = {"preset": nncf.QuantizationPreset.MIXED}
     else:
-        kw = {"preset": nncf.QuantizationPreset.PERFORMANCE, "fast_bias_correction": False,
+        # MIXED: symmetric weights, asymmetric activations (see the module docstring)
+        preset = nncf.QuantizationPreset.PERFORMANCE if recipe == "reid-symmetric" else nncf.QuantizationPreset.MIXED
+        kw = {"preset": preset, "fast_bias_correction": False,
               "advanced_parameters": AdvancedQuantizationParameters(
                   overflow_fix=OverflowFix.FIRST_LAYER,
                   activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)}

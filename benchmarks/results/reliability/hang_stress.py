@@ -3,7 +3,7 @@ IR on 2 CPU streams (200 crops), then with ONNX Runtime, then with the INT8 IR a
 A watchdog gives each run --limit seconds; a run past it gets its stacks dumped with py-spy (all threads, native
 frames) into hangs/, then is killed and counted as a hang.
 
-    nice -n 5 .venv/bin/python benchmarks/results/reliability/hang_stress.py --minutes 15 --json hang.json
+    nice -n 5 .venv/bin/python benchmarks/results/reliability/hang_stress.py --runs 1000 --parallel 2 --json hang.json
 
 Artifacts (osnet_x0_25 at 256x128, seeded random weights) are made once under --work.
 """
@@ -72,8 +72,9 @@ def dump_stacks(pid: int, dest: Path) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=15)
-    ap.add_argument("--runs", type=int, default=1000, help="stop after this many runs (or --minutes)")
+    ap.add_argument("--minutes", type=float, default=float("inf"), help="stop after this long (or --runs)")
+    ap.add_argument("--runs", type=int, default=1000, help="stop after this many runs")
+    ap.add_argument("--parallel", type=int, default=1, help="fresh processes running at once")
     ap.add_argument("--limit", type=float, default=120, help="seconds a run may take before it counts as a hang")
     ap.add_argument("--work", default="/tmp/osnet-edge-hang")
     ap.add_argument("--json", default=None)
@@ -82,30 +83,42 @@ def main(argv=None) -> int:
 
     ckpt, onnx, int8 = prepare(Path(args.work))
     hangs_dir = HERE / "hangs"
-    end = time.monotonic() + 60 * args.minutes
+    t_start = time.monotonic()
+    end = t_start + 60 * args.minutes
     runs, hangs, failures, times = 0, [], [], []
     load_start = open("/proc/loadavg").read().split()[:3]
     bar = tqdm(total=args.runs, desc="fresh-process runs", unit="run", file=sys.stderr)
-    while runs < args.runs and time.monotonic() < end:
-        t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(ckpt), str(onnx), str(int8), str(runs)],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    live: list = []  # (run, Popen, start): --parallel children at once, so imports and inference overlap
+
+    def start(run: int) -> None:
+        live.append((run, subprocess.Popen([sys.executable, "-c", CHILD, str(ckpt), str(onnx), str(int8), str(run)],
+                                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+                     time.monotonic()))
+
+    started = 0
+    while live or (started < args.runs and time.monotonic() < end):
+        while len(live) < args.parallel and started < args.runs and time.monotonic() < end:
+            start(started)
+            started += 1
+        run, proc, t0 = live[0]
         try:
-            out, err = proc.communicate(timeout=args.limit)
+            out, err = proc.communicate(timeout=max(0.1, args.limit - (time.monotonic() - t0)))
             if proc.returncode != 0 or "ok" not in out:
-                failures.append({"run": runs, "rc": proc.returncode, "stderr": err[-1500:]})
+                failures.append({"run": run, "rc": proc.returncode, "stderr": err[-1500:]})
         except subprocess.TimeoutExpired:
             hangs_dir.mkdir(exist_ok=True)
-            where = dump_stacks(proc.pid, hangs_dir / f"hang_{runs}.txt")
+            where = dump_stacks(proc.pid, hangs_dir / f"hang_{run}.txt")
             proc.kill()
             proc.communicate()
-            hangs.append({"run": runs, "stacks": where})
+            hangs.append({"run": run, "stacks": where})
+        live.pop(0)
         times.append(time.monotonic() - t0)
         runs += 1
         bar.update(1)
         bar.set_postfix(hangs=len(hangs), failures=len(failures))
     bar.close()
     rec = {"runs": runs, "hangs": len(hangs), "failures": len(failures), "limit_s": args.limit,
+           "parallel": args.parallel, "wall_s": round(time.monotonic() - t_start),
            "median_run_s": round(sorted(times)[len(times) // 2], 2) if times else None,
            "load_average_start": load_start, "load_average_end": open("/proc/loadavg").read().split()[:3],
            "sequence": "torch .pth embed(16) -> OpenVINO INT8 2 streams embed(200) -> same Embedder from 4 threads "

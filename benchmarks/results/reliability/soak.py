@@ -102,7 +102,13 @@ def summarize(samples, wall, same, max_diff) -> dict:
             "rss_growth_after_warmup_pct": round(100 * (peak - base[1]) / base[1], 3),
             "fds": sorted({s[2] for s in warm}), "threads": sorted({s[3] for s in warm}),
             "same_embeddings_start_end": bool(same), "max_abs_diff_start_end": max_diff,
-            "samples": [[int(c), round(r / 2 ** 20, 2), fd, th] for c, r, fd, th in samples]}
+            "samples": [[int(c), round(r / 2 ** 20, 2), fd, th] for c, r, fd, th in thin(samples)]}
+
+
+def thin(samples: list, keep: int = 300) -> list:
+    """At most about `keep` samples for the record (the peak is reported above from all of them)."""
+    step = max(1, len(samples) // keep)
+    return samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else [])
 
 
 def artifacts(work: Path) -> dict:
@@ -127,6 +133,10 @@ def artifacts(work: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--crops", type=int, default=1_000_000, help="crops per backend and mode")
+    ap.add_argument("--shared-crops", type=int, default=None, help="crops for the 4-thread phases (default --crops)")
+    ap.add_argument("--backends", nargs="+", default=["onnxruntime_fp32", "openvino_fp32", "openvino_int8"])
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 4], help="phases: 1 = one caller, 4 = shared")
+    ap.add_argument("--append", action="store_true", help="keep the phases already in --json")
     ap.add_argument("--work", default="/tmp/osnet-edge-soak")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -139,16 +149,24 @@ def main(argv=None) -> int:
     results = {"video": str(VIDEO), "frames": len(pairs), "boxes_per_frame": [int(min(len(b) for _, b in pairs)),
                                                                                int(max(len(b) for _, b in pairs))],
                "load_average_start": open("/proc/loadavg").read().split()[:3], "runs": {}}
-    for name, path in paths.items():
-        for threads in (1, 4):
-            with Embedder(path) as emb, tqdm(total=args.crops, desc=f"{name} x{threads}", unit="crop",
-                                             file=sys.stderr, mininterval=2) as bar:
-                r = soak(emb, pairs, args.crops, threads, bar)
+    if args.json and Path(args.json).exists() and args.append:
+        results["runs"] = json.loads(Path(args.json).read_text())["runs"]
+    for threads in args.threads:
+        for name in args.backends:
+            goal = args.crops if threads == 1 else (args.shared_crops or args.crops)
+            with Embedder(paths[name]) as emb, tqdm(total=goal, desc=f"{name} x{threads}", unit="crop",
+                                                    file=sys.stderr, mininterval=2) as bar:
+                r = soak(emb, pairs, goal, threads, bar)
                 r["embedder"] = repr(emb)
+            r["load_average_end"] = open("/proc/loadavg").read().split()[:3]
             results["runs"][f"{name} threads={threads}"] = r
             print(f"{name} threads={threads}: {r['crops']} crops, {r['crops_per_s']}/s, RSS {r['rss_after_warmup_mb']}"
                   f" -> max {r['rss_max_mb']} MB ({r['rss_growth_after_warmup_pct']}%), fds {r['fds']}, threads "
                   f"{r['threads']}, same embeddings: {r['same_embeddings_start_end']}", file=sys.stderr)
+            if args.json:  # after every phase, so a long soak stopped midway keeps what it measured
+                from osnet_edge.atomic import write_text
+
+                write_text(args.json, json.dumps(results, indent=1))
     results["load_average_end"] = open("/proc/loadavg").read().split()[:3]
     if args.json:
         from osnet_edge.atomic import write_text

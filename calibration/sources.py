@@ -27,7 +27,7 @@ from osnet_edge.calibration.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, frame_r
 from osnet_edge.preprocess import crop_boxes, to_batch
 from osnet_edge.training.datasets import MARKET_NAME
 
-DEFAULT_SIZE = 300      # NNCF's default subset_size; enough for stable per-tensor ranges of OSNet
+DEFAULT_SIZE = 300      # NNCF's default subset_size; crops sampled from a source, and the held-out set's size
 MIN_CROPS = 32          # below this the activation ranges are noise: refused
 RECOMMENDED_MIN = 100   # below this a warning: the ranges of rare activations are poorly estimated
 
@@ -260,8 +260,8 @@ def calibration_split(spec, n_calib: int = DEFAULT_SIZE, n_holdout: int = DEFAUL
 
     Market-1501 root: calibration from the train split, held-out = gallery (bounding_box_test) + query
     images of the test identities (no identity overlap with calibration). A generated source: another seed.
-    Anything else: n_calib + n_holdout crops evenly sampled, then interleaved (even -> calibration,
-    odd -> held-out), so both cover the whole source.
+    Anything else: n_calib + n_holdout crops evenly sampled, then interleaved in proportion (n_calib :
+    n_holdout), so both cover the whole source.
     holdout: a separate source for the held-out crops (a Market-1501 root gives gallery + queries); the whole
     of `spec` (n_calib crops) then calibrates.
     """
@@ -293,5 +293,8 @@ def calibration_split(spec, n_calib: int = DEFAULT_SIZE, n_holdout: int = DEFAUL
         calib = generated(int(count) if count else n_calib, seed)
         return Split(calib, generated(n_holdout, seed + 1_000_003))
     both = load_source(spec, n_calib + n_holdout, seed, progress)
-    idx = np.arange(len(both))
-    return Split(both.subset(idx[0::2]), both.subset(idx[1::2]))
+    n = len(both)
+    k = round(n * n_holdout / (n_calib + n_holdout))
+    i = np.arange(n)
+    held = (i + 1) * k // n > i * k // n  # k positions spread evenly (every other one when k = n / 2)
+    return Split(both.subset(np.nonzero(~held)[0]), both.subset(np.nonzero(held)[0]))

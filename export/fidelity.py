@@ -95,6 +95,10 @@ class FidelityReport:
         if k and k.get("fp32_correct"):
             lines.append(f"  correct matches kept: {k['kept']} of {k['fp32_correct']} ({100 * k['share']:.1f}%) "
                          f"queries FP32 answers right ({k['protocol']}; {k['gained']} gained)")
+            d = k.get("decisive")
+            if d and d["fp32_correct"]:
+                lines.append(f"    of those FP32 answers right decisively (ahead of the nearest wrong identity by "
+                             f">= {d['gap']:.4f}): {d['kept']} of {d['fp32_correct']} ({100 * d['share']:.1f}%)")
         r = self.retrieval
         if r:
             lines.append(f"  retrieval ({r['n_query']} queries, {r['n_gallery']} gallery, Market-1501 protocol): "
@@ -122,6 +126,10 @@ class FidelityReport:
             from osnet_edge.export.int8_speed import summary_line as speed_line
 
             lines.append(speed_line(self.extra["speedup"]))
+        b = self.extra.get("weights_only_8bit")
+        if b:
+            lines.append(f"  {b['bits']}-bit weights alone, float activations (measured on this refusal): "
+                         + ("pass the gates" if b["passed"] else "miss: " + "; ".join(b["failures"])))
         if self.gates:
             lines.append("  gates:")
             lines.extend(gt.row_line(row) for row in self.gates)
@@ -218,11 +226,11 @@ def fidelity_report(reference, candidate, held_out, query=None, *, min_cosine: f
             retrieval[name] = retrieval_metrics(f[ng:], f[:ng], query.pids, held_out.pids, query.camids,
                                                 held_out.camids)
         kept = correct_matches_kept(ref[ng:], test[ng:], ref[:ng], test[:ng], query.pids, held_out.pids,
-                                    query.camids, held_out.camids)
+                                    query.camids, held_out.camids, gap=agree["decisive"]["gap"])
     elif query is None and held_out.has_identities:
         cams = held_out.camids if held_out.camids is not None else np.zeros(ng, int)
         kept = correct_matches_kept(ref, test, ref, test, held_out.pids, held_out.pids, cams, cams,
-                                    leave_one_out=True)
+                                    leave_one_out=True, gap=agree["decisive"]["gap"])
     extra = dict(extra or {})
     if measure_coverage:
         names = list(held_out.names) + (list(query.names) if query is not None else [])
@@ -270,26 +278,47 @@ def write_report(report: FidelityReport, path) -> Path:
     return write_text(path, json.dumps(report.to_dict(), indent=2, default=_json_default))
 
 
+def refusal(report: FidelityReport) -> str:
+    """The one-line reason an INT8 artifact is refused, and what to do instead."""
+    head = f"INT8 artifact refused: {'; '.join(report.failures)} on {report.n_crops} held-out crops. "
+    bound = report.extra.get("weights_only_8bit")
+    tried_qat = "ptq" in (report.calibration or {})
+    if bound and not bound["passed"]:
+        return (head + f"8-bit weights alone (float activations) already miss: {'; '.join(bound['failures'])}, "
+                f"so no activation recipe can bring INT8 up to the gates on this model: export "
+                f"{bound['holds']} instead" + ("" if tried_qat else " (--qat, which retrains the weights, is the "
+                                                                   "one INT8 left to try)"))
+    where = " 8-bit weights alone pass the gates: the loss is in the 8-bit activations." if bound else ""
+    return (head + f"FP16 (--half) keeps full fidelity.{where} For INT8 try "
+            + ("--qat-epochs N (longer fine-tuning), " if tried_qat else
+               "--qat (quantization-aware fine-tuning on the --calib crops) or ")
+            + f"a larger, more representative --calib set, or lower a gate "
+              f"({', '.join(g.flag for g in gt.GATES)}) if you accept the loss")
+
+
 def check(report: FidelityReport, quiet: bool = False) -> FidelityReport:
     """Print the summary; raise FidelityError when a gate failed."""
     if not quiet:
         print(report.summary(), file=sys.stderr)
     if not report.passed:
-        raise FidelityError(
-            f"INT8 artifact refused: {'; '.join(report.failures)} on {report.n_crops} held-out crops. "
-            f"FP16 (--half) keeps full fidelity; for INT8 try --qat (quantization-aware fine-tuning on the --calib "
-            f"crops) or a larger, more representative --calib set, or lower a gate "
-            f"({', '.join(g.flag for g in gt.GATES)}) if you accept the loss", report)
+        raise FidelityError(refusal(report), report)
     return report
 
 
-def gate_artifact(files: list, artifact, make_report, quiet: bool = False) -> list:
+def gate_artifact(files: list, artifact, make_report, quiet: bool = False, bound=None) -> list:
     """The tail every INT8 writer shares: compute the held-out report (make_report()), write it beside
-    `artifact`, refuse on a failed gate. On any failure every file written so far is removed, so a refused
-    artifact leaves nothing behind. Returns files + the report's path."""
+    `artifact`, refuse on a failed gate. bound: gates -> the report of 8-bit weights alone (weight_bound.py),
+    measured only when a gate failed, so the refusal says whether INT8 can hold on this model at all. On any
+    failure every file written so far is removed, so a refused artifact leaves nothing behind. Returns files +
+    the report's path."""
     files = list(files)
     try:
         report = make_report()
+        if bound is not None and not report.passed:
+            from osnet_edge.export import weight_bound
+
+            report.extra["weights_only_8bit"] = {**weight_bound.facts(bound(report.thresholds)),
+                                                 "holds": weight_bound.holding_precision()}
         out = report_path(artifact)
         write_report(report, out)
         files.append(out)

@@ -91,27 +91,44 @@ def retrieval_metrics(q, g, q_pids, g_pids, q_camids, g_camids) -> dict:
     return {"mAP": float(mAP), "rank1": float(cmc[0]), "rank5": float(cmc[min(4, len(cmc) - 1)])}
 
 
-def _top1_correct(q, g, q_pids, g_pids, q_camids, g_camids, leave_one_out: bool) -> np.ndarray:
-    """Per query: is its top-1 gallery match the right identity? Gallery images of the query's identity on
-    the query's own camera are not candidates (Market-1501 protocol); leave_one_out: q is g, self excluded."""
+def _top1_margins(q, g, q_pids, g_pids, q_camids, g_camids, leave_one_out: bool) -> np.ndarray:
+    """Per query: similarity of its best right-identity gallery match minus its best wrong-identity one (> 0:
+    top-1 is right). Gallery images of the query's identity on the query's own camera are not candidates
+    (Market-1501 protocol); leave_one_out: q is g, self excluded. -inf where the query has no right match."""
     s = _unit(q) @ _unit(g).T
-    invalid = (q_pids[:, None] == g_pids[None, :]) & (q_camids[:, None] == g_camids[None, :])
+    same = q_pids[:, None] == g_pids[None, :]
+    invalid = same & (q_camids[:, None] == g_camids[None, :])
     if leave_one_out:
         invalid = np.eye(len(q), dtype=bool)
     s = np.where(invalid, -np.inf, s)
-    has = np.isfinite(s).any(axis=1)
-    return has & (g_pids[np.argmax(s, axis=1)] == q_pids)
+    best_same = np.where(same, s, -np.inf).max(axis=1)
+    best_other = np.where(~same, s, -np.inf).max(axis=1)
+    with np.errstate(invalid="ignore"):
+        m = best_same - best_other
+    return np.where(np.isfinite(best_same), np.nan_to_num(m, nan=-np.inf, posinf=np.inf), -np.inf)
 
 
 def correct_matches_kept(ref_q, test_q, ref_g, test_g, q_pids, g_pids, q_camids, g_camids,
-                         leave_one_out: bool = False) -> dict:
-    """Of the queries whose FP32 top-1 is the right identity, how many INT8 still answers right."""
+                         leave_one_out: bool = False, gap: float | None = None) -> dict:
+    """Of the queries whose FP32 top-1 is the right identity, how many INT8 still answers right.
+
+    gap: the decisive gap (embedding_agreement's): the same count over the queries whose FP32 right answer is
+    ahead of the nearest wrong identity by at least `gap` ('decisive'). A right answer that won by less than
+    the artifact's similarity noise can undo is a coin flip FP32 happened to win; losing it (and gaining the
+    like elsewhere) is noise, not lost accuracy."""
     q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
     q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
-    right32 = _top1_correct(ref_q, ref_g, q_pids, g_pids, q_camids, g_camids, leave_one_out)
-    right8 = _top1_correct(test_q, test_g, q_pids, g_pids, q_camids, g_camids, leave_one_out)
+    m32 = _top1_margins(ref_q, ref_g, q_pids, g_pids, q_camids, g_camids, leave_one_out)
+    m8 = _top1_margins(test_q, test_g, q_pids, g_pids, q_camids, g_camids, leave_one_out)
+    right32, right8 = m32 > 0, m8 > 0
     n = int(right32.sum())
     kept = int((right32 & right8).sum())
-    return {"queries": int(len(q_pids)), "fp32_correct": n, "kept": kept, "lost": n - kept,
-            "gained": int((~right32 & right8).sum()), "share": kept / n if n else None,
-            "protocol": "leave-one-out over the held-out crops" if leave_one_out else "query -> gallery"}
+    out = {"queries": int(len(q_pids)), "fp32_correct": n, "kept": kept, "lost": n - kept,
+           "gained": int((~right32 & right8).sum()), "share": kept / n if n else None,
+           "protocol": "leave-one-out over the held-out crops" if leave_one_out else "query -> gallery"}
+    if gap is not None:
+        dec = right32 & (m32 >= gap)
+        nd, kd = int(dec.sum()), int((dec & right8).sum())
+        out["decisive"] = {"gap": float(gap), "fp32_correct": nd, "kept": kd, "lost": nd - kd,
+                           "share": kd / nd if nd else None}
+    return out

@@ -3,7 +3,9 @@
 Always: mean cosine to FP32, the lowest crop's cosine, and top-1 agreement on DECISIVE neighbours (FP32's 1st
 and 2nd neighbour further apart than the artifact's measured similarity noise can undo; fidelity_metrics.py).
 With identities (a dataset split, an osnet-crops folder): correct matches kept (of the queries FP32 answers
-right, the share INT8 still answers right), retrieval rank-1 and mAP drop. One query on a small query set
+right, the share INT8 still answers right; judged on the queries whose FP32 right answer is ahead of the nearest
+wrong identity by the decisive gap, as top-1 agreement is, when at least MIN_DECISIVE_CROPS are), retrieval
+rank-1 and mAP drop. One query on a small query set
 moves rank-1 by 100/n_query points: the drop tolerance is max(threshold, one query), and losing one correct
 match is always tolerated. Strict top-1 agreement (which of two frames of one person comes first) is
 information by default; given a threshold (--min-top1) it is a gate too.
@@ -109,9 +111,17 @@ def evaluate(th: dict, *, cosine_mean, cosine_min, top1_agreement, decisive: dic
     if not kept or not kept.get("fp32_correct"):
         add(g, None, True, "held-out crops carry no identities", applied=False)
     else:
+        d = kept.get("decisive")
+        everything = f"{kept['kept']} of {kept['fp32_correct']} kept"
+        if d and d["fp32_correct"] >= MIN_DECISIVE_CROPS:
+            # judged where FP32's right answer was not a coin flip under the artifact's noise
+            share, lost = d["share"], d["lost"]
+            note = (f"{d['kept']} of {d['fp32_correct']} decisive kept (FP32's right answer ahead of the nearest "
+                    f"wrong identity by >= {d['gap']:.4f}); all: {everything}, {kept['gained']} gained")
+        else:
+            share, lost, note = kept["share"], kept["lost"], everything
         # one lost match is always tolerated: on a small query set it is several percent
-        add(g, kept["share"], kept["share"] >= th[g.key] or kept["lost"] <= 1,
-            f"{kept['kept']} of {kept['fp32_correct']} kept")
+        add(g, share, share >= th[g.key] or lost <= 1, note)
     for key, metric in (("max_rank1_drop", "rank1"), ("max_map_drop", "mAP")):
         g = BY_KEY[key]
         if not retrieval:

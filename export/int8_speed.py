@@ -46,6 +46,17 @@ def measure(run_fp32, run_int8, batch: np.ndarray, rounds: int = ROUNDS, seconds
                                                                    f"{seconds:g} s, median"}
 
 
+def cpu_flags() -> set:
+    """This CPU's feature flags as /proc/cpuinfo spells them (empty where it has none)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith(("flags", "Features")):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo"):

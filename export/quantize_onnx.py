@@ -23,6 +23,7 @@ from osnet_edge.deps import require
 from osnet_edge.errors import ModelConfigError
 from osnet_edge.metadata import ModelMeta
 from osnet_edge.export import fidelity as fid
+from osnet_edge.export import weight_bound
 from osnet_edge.export import gates as gt
 from osnet_edge.export.quantize_openvino import NO_CALIB, _with_precision, equalized, preflight
 
@@ -83,8 +84,10 @@ def quantize_onnx_file(fp32_path, out_path, calib, meta: ModelMeta, *, method: s
         proto = onnx.load(str(pre))
         exclude = list(keep_fp32) + (head_nodes(proto) if keep_head else [])
         input_name = proto.graph.input[0].name
+        # onnxruntime's histogram calibrators stack each tensor over batches: a short last batch breaks them
+        reader = _Reader(calib, meta, input_name, batch_size=8 if method == "minmax" else 1)
         quantize_static(
-            str(pre), str(out_path), _Reader(calib, meta, input_name), quant_format=QuantFormat.QDQ,
+            str(pre), str(out_path), reader, quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude or None,
@@ -167,6 +170,9 @@ def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int 
                                                     "activations": activations, **eq},
                                        extra={"int8_conv_fraction": conv["fraction"], **conv, **speed()})
 
+        def bound(th):  # measured on a refusal only: can 8-bit weights hold on this model at all?
+            return weight_bound.bound_report(model, split, th)
+
         if qat:
             report = make_report()
             if not report.passed:
@@ -174,8 +180,8 @@ def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int 
                                     lambda: fid.fidelity_report(model, str(tmp_path), split.held_out, split.query,
                                                                 calib=split.calib, gates=gates,
                                                                 artifact=fid.final_name(tmp_path), extra=speed()))
-            return fid.gate_artifact([tmp_path], tmp_path, lambda: report, quiet=quiet)
-        return fid.gate_artifact([tmp_path], tmp_path, make_report, quiet=quiet)
+            return fid.gate_artifact([tmp_path], tmp_path, lambda: report, quiet=quiet, bound=bound)
+        return fid.gate_artifact([tmp_path], tmp_path, make_report, quiet=quiet, bound=bound)
 
 
 def _finetuned(model, meta, split, path, ptq_report, epochs, opset, quiet, report_fn):

@@ -83,6 +83,7 @@ def write_trt_int8(model, tmp_path, meta: ModelMeta, *, calib=None, calib_size: 
     explicit = bool(options.get("qdq")) or strongly_typed_only(trt)
     from osnet_edge.calibration import sources
     from osnet_edge.export import fidelity as fid
+    from osnet_edge.export import weight_bound
     from osnet_edge.export.gates import gate_options
 
     if calib is None:
@@ -109,7 +110,8 @@ def write_trt_int8(model, tmp_path, meta: ModelMeta, *, calib=None, calib_size: 
             extra=layers)
         return report
 
-    return fid.gate_artifact(files, engine, make_report, quiet=quiet)
+    return fid.gate_artifact(files, engine, make_report, quiet=quiet,
+                             bound=lambda th: weight_bound.bound_report(model, split, th))
 
 
 def int8_layer_summary(engine_path) -> dict:

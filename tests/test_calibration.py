@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from osnet_edge.calibration import (CalibrationError, CropSet, calibration_split, even_sample, from_folder,
-                                    from_market, from_mot, load_source, read_mot_boxes)
+from osnet_edge.calibration import (DEFAULT_SIZE, CalibrationError, CropSet, calibration_split, even_sample,
+                                    from_folder, from_market, from_mot, load_source, read_mot_boxes)
 from osnet_edge.metadata import ModelMeta
 from osnet_edge.preprocess import to_batch
 
@@ -112,6 +112,13 @@ def test_split_never_shares_crops(market, crop_folder):
     assert s.query is not None and set(s.query.pids) <= set(s.held_out.pids)
     f = calibration_split(str(crop_folder), 20, 20, progress=False)
     assert len(f.calib) == 20 and len(f.held_out) == 20 and not set(f.calib.names) & set(f.held_out.names)
+    # unequal sizes keep their proportion, both spread over the whole folder; a smaller folder is shared out
+    u = calibration_split(str(crop_folder), 40, 20, progress=False)
+    assert len(u.calib) == 40 and len(u.held_out) == 20 and not set(u.calib.names) & set(u.held_out.names)
+    from osnet_edge.export.quantize_openvino import CALIB_SIZE
+
+    d = calibration_split(str(crop_folder), CALIB_SIZE, DEFAULT_SIZE, progress=False)
+    assert len(d.calib) == 40 and len(d.held_out) == 20  # 60 crops at OpenVINO's default 600 : 300
     g = calibration_split("generated:4", 4, 3)
     assert g.calib.generated and len(g.held_out) == 3
     assert not any(np.array_equal(a, b) for a in g.calib.crops for b in g.held_out.crops if a.shape == b.shape)

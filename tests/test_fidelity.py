@@ -180,6 +180,41 @@ def test_correct_matches_kept_tolerates_one_query_not_two():
     assert any(x.startswith("correct matches kept 90.0%") for x in two.failures)
 
 
+def test_correct_matches_kept_is_judged_on_decisive_answers():
+    """Two queries FP32 answers right by a hair flip to the wrong identity: counted among all queries, not by the
+    gate, which judges the queries whose FP32 right answer is ahead by the decisive gap."""
+    from osnet_edge.export.fidelity_metrics import _unit, correct_matches_kept
+
+    f, pids = _clustered(n_ids=20, per_id=5, spread=0.2)
+    f = _unit(f)
+    g = f.copy()
+    for qi in (0, 10):  # queries of identities 0 and 2, halfway to the next identity's gallery crop
+        a, b = f[qi + 1], f[qi + 6]
+        f[qi] = _unit((0.5 * (a + b) + 0.002 * (a - b))[None])[0]
+        g[qi] = _unit((0.5 * (a + b) - 0.002 * (a - b))[None])[0]
+    q_idx, g_idx = np.arange(0, 100, 5), np.array([i for i in range(100) if i % 5])
+    k = correct_matches_kept(f[q_idx], g[q_idx], f[g_idx], g[g_idx], pids[q_idx], pids[g_idx],
+                             np.zeros(20, int), np.ones(80, int), gap=0.01)
+    assert k["fp32_correct"] == 20 and k["lost"] == 2 and k["share"] == pytest.approx(0.9)
+    assert k["decisive"] == {"gap": 0.01, "fp32_correct": 18, "kept": 18, "lost": 0, "share": 1.0}
+    th = gates.thresholds()
+    decisive = {"crops": 50, "top1_agreement": 1.0, "gap": 0.01, "similarity_noise": 0.002}
+    rows, failures = gates.evaluate(th, cosine_mean=0.999, cosine_min=0.99, top1_agreement=0.9, decisive=decisive,
+                                    kept=k)
+    row = next(r for r in rows if r["gate"] == "min_correct_kept")
+    assert row["passed"] and row["value"] == 1.0 and "all: 18 of 20 kept" in row["note"] and not failures
+    # a decisive answer lost still counts: the same flips on decisive answers fail
+    few = {**k, "decisive": {**k["decisive"], "kept": 16, "lost": 2, "share": 16 / 18}}
+    _, failures = gates.evaluate(th, cosine_mean=0.999, cosine_min=0.99, top1_agreement=0.9, decisive=decisive,
+                                 kept=few)
+    assert any(x.startswith("correct matches kept 88.9%") for x in failures)
+    # too few decisive answers to judge on: judged on all of them
+    thin = {**k, "decisive": {**k["decisive"], "fp32_correct": 5, "kept": 5, "share": 1.0}}
+    _, failures = gates.evaluate(th, cosine_mean=0.999, cosine_min=0.99, top1_agreement=0.9, decisive=decisive,
+                                 kept=thin)
+    assert any(x.startswith("correct matches kept 90.0%") for x in failures)
+
+
 def test_identity_gates_not_applied_without_identities_and_the_report_says_so():
     f, _ = _clustered(n_ids=10, per_id=6)
     rep = fid.fidelity_report(_fake_embedder(f), _fake_embedder(f), CropSet(_crops(range(60)), "anon"))

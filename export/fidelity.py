@@ -307,7 +307,7 @@ def check(report: FidelityReport, quiet: bool = False) -> FidelityReport:
 
 def gate_artifact(files: list, artifact, make_report, quiet: bool = False, bound=None) -> list:
     """The tail every INT8 writer shares: compute the held-out report (make_report()), write it beside
-    `artifact`, refuse on a failed gate. bound: gates -> the report of 8-bit weights alone (weight_bound.py),
+    `artifact`, refuse on a failed gate. bound: gates -> what 8-bit weights alone keep (weight_bound.measure),
     measured only when a gate failed, so the refusal says whether INT8 can hold on this model at all. On any
     failure every file written so far is removed, so a refused artifact leaves nothing behind. Returns files +
     the report's path."""
@@ -315,10 +315,7 @@ def gate_artifact(files: list, artifact, make_report, quiet: bool = False, bound
     try:
         report = make_report()
         if bound is not None and not report.passed:
-            from osnet_edge.export import weight_bound
-
-            report.extra["weights_only_8bit"] = {**weight_bound.facts(bound(report.thresholds)),
-                                                 "holds": weight_bound.holding_precision()}
+            report.extra["weights_only_8bit"] = bound(report.thresholds)
         out = report_path(artifact)
         write_report(report, out)
         files.append(out)

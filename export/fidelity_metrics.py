@@ -103,9 +103,8 @@ def _top1_margins(q, g, q_pids, g_pids, q_camids, g_camids, leave_one_out: bool)
     s = np.where(invalid, -np.inf, s)
     best_same = np.where(same, s, -np.inf).max(axis=1)
     best_other = np.where(~same, s, -np.inf).max(axis=1)
-    with np.errstate(invalid="ignore"):
-        m = best_same - best_other
-    return np.where(np.isfinite(best_same), np.nan_to_num(m, nan=-np.inf, posinf=np.inf), -np.inf)
+    with np.errstate(invalid="ignore"):  # -inf - -inf where a query has no candidate at all: masked out
+        return np.where(np.isfinite(best_same), best_same - best_other, -np.inf)
 
 
 def correct_matches_kept(ref_q, test_q, ref_g, test_g, q_pids, g_pids, q_camids, g_camids,

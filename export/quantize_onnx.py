@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 
@@ -170,8 +171,7 @@ def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int 
                                                     "activations": activations, **eq},
                                        extra={"int8_conv_fraction": conv["fraction"], **conv, **speed()})
 
-        def bound(th):  # measured on a refusal only: can 8-bit weights hold on this model at all?
-            return weight_bound.bound_report(model, split, th)
+        bound = partial(weight_bound.measure, model, split)  # on a refusal only: can 8-bit weights hold at all?
 
         if qat:
             report = make_report()

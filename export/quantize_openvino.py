@@ -35,6 +35,7 @@ are known), which returns layers to FP32 one by one until the drop is within max
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -280,8 +281,7 @@ def write_openvino_int8(model, tmp_path, meta: ModelMeta, *, calib=None, max_dro
             report.extra["worst_layers"] = sorted(rows, key=lambda r: r["cosine"])[:10]
         return report
 
-    def bound(th):  # measured on a refusal only: can 8-bit weights hold on this model at all?
-        return weight_bound.bound_report(model, split, th)
+    bound = partial(weight_bound.measure, model, split)  # on a refusal only: can 8-bit weights hold at all?
 
     if qat:
         report = make_report()  # a miss carries its per-layer breakdown: where PTQ's error entered
@@ -335,7 +335,8 @@ write_openvino_int8.preflight = preflight
 
 NO_CALIB = ("INT8 needs calibration crops: pass --calib SOURCE (a folder of person crops, market1501:ROOT, "
             "or mot:VIDEO,BOXES.txt; up to 600 crops are sampled for OpenVINO, 300 for ONNX). Crops from your own "
-            "cameras give the best INT8 model. For a smoke test only, --calib generated:300 uses generated crops (the report says so)")
+            "cameras give the best INT8 model. For a smoke test only, --calib generated:300 uses generated crops "
+            "(the report says so)")
 
 
 def register() -> None:

@@ -83,6 +83,8 @@ def write_trt_int8(model, tmp_path, meta: ModelMeta, *, calib=None, calib_size: 
     explicit = bool(options.get("qdq")) or strongly_typed_only(trt)
     from osnet_edge.calibration import sources
     from osnet_edge.export import fidelity as fid
+    from functools import partial
+
     from osnet_edge.export import weight_bound
     from osnet_edge.export.gates import gate_options
 
@@ -111,7 +113,7 @@ def write_trt_int8(model, tmp_path, meta: ModelMeta, *, calib=None, calib_size: 
         return report
 
     return fid.gate_artifact(files, engine, make_report, quiet=quiet,
-                             bound=lambda th: weight_bound.bound_report(model, split, th))
+                             bound=partial(weight_bound.measure, model, split))
 
 
 def int8_layer_summary(engine_path) -> dict:

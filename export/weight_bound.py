@@ -40,11 +40,17 @@ def bound_report(model, split, gates: dict | None = None):
 
 
 def facts(report) -> dict:
-    """What the refusal and the JSON carry about the bound."""
+    """What the refusal and the JSON carry about the bound, and the float precision that holds on this CPU."""
     kept = next((g["value"] for g in report.gates if g["gate"] == "min_correct_kept"), None)
     return {"passed": report.passed, "failures": report.failures, "cosine_mean": report.cosine_mean,
             "cosine_min": report.cosine_min, "decisive_top1": (report.decisive or {}).get("top1_agreement"),
-            "correct_kept": kept, "rounding": "round to nearest, per output channel, symmetric", "bits": BITS}
+            "correct_kept": kept, "rounding": "round to nearest, per output channel, symmetric", "bits": BITS,
+            "holds": holding_precision()}
+
+
+def measure(model, split, gates: dict | None = None) -> dict:
+    """facts(bound_report(...)): what a refusal records (fidelity.gate_artifact's `bound`)."""
+    return facts(bound_report(model, split, gates))
 
 
 def cpu_has_bf16() -> bool:

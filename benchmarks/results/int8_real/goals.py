@@ -93,6 +93,12 @@ def _d(v):
     return "n/a" if v is None else f"{v + 0.0:+.1f}".replace("-0.0", "0.0").replace("+0.0", "0.0")
 
 
+def _ordered(rows) -> list:
+    """torchreid-code models first, then by architecture, input size, loss; OpenVINO before Q/DQ."""
+    return sorted(rows, key=lambda r: (r["pipeline"] != "torchreid 0.2.5", r["arch"], r["imgsz"][0], r["loss"],
+                                       r["format"] != "openvino"))
+
+
 def _how(r) -> str:
     if not r["accepted"] and (r.get("options") or {}).get("qat") is False:
         return "post-training (`--qat` not run)"
@@ -103,8 +109,7 @@ def table(rows) -> str:
     head = ("| model (pipeline, loss, input) | format | accepted | how | mean / min cos | decisive top-1 | "
             "correct kept, decisive (all) | rank-1 / mAP Δ | INT8 convs | speed-up | 8-bit weights alone |\n|" + "---|" * 11 + "\n")
     out = []
-    for r in sorted(rows, key=lambda r: (r["pipeline"] != "torchreid 0.2.5", r["arch"], r["imgsz"][0], r["loss"],
-                                         r["format"] != "openvino")):
+    for r in _ordered(rows):
         b = r.get("weights_only_8bit")
         bound = "—" if not b else ("pass" if b["passed"] else f"miss ({_pct(b.get('correct_kept'))} kept)")
         fmt = "OpenVINO IR" if r["format"] == "openvino" else "Q/DQ ONNX"
@@ -143,8 +148,7 @@ def plot(rows) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = sorted(rows, key=lambda r: (r["pipeline"] != "torchreid 0.2.5", r["arch"], r["imgsz"][0], r["loss"],
-                                       r["format"] != "openvino"))
+    rows = _ordered(rows)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
     labels = [f"{r['arch'].replace('osnet_', '')} {r['loss'].replace('softmax+', '')} {r['imgsz'][0]}x{r['imgsz'][1]}"
               f" {'tr' if r['pipeline'].startswith('torchreid') else 'ot'} {'OV' if r['format'] == 'openvino' else 'QDQ'}"

@@ -52,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--equalize", action="store_true",
                    help="INT8 (OpenVINO/ONNX): equalize the Lite 3x3 layers' activation ranges before quantizing "
                         "(exact in FP32; see benchmarks/results/int8/NOTES.md)")
-    o.add_argument("--int8-activations", choices=["symmetric", "asymmetric"], default=None,
-                   help="ONNX INT8: symmetric INT8 activations (default; TensorRT-ready) or asymmetric UINT8 "
-                        "(ONNX Runtime only; keeps more accuracy after ReLU)")
+    o.add_argument("--int8-activations", choices=["shifted", "symmetric", "asymmetric"], default=None,
+                   help="ONNX/TensorRT INT8: 'shifted' (default): asymmetric ranges written as INT8 with zero point "
+                        "0 and a shift folded into the next convolution's bias, TensorRT's form with all 256 levels "
+                        "after ReLU; 'symmetric': INT8 over each range (128 levels after ReLU); 'asymmetric': UINT8 "
+                        "with a zero point (ONNX Runtime only)")
     o.add_argument("--qat", action="store_true",
                    help="INT8 (OpenVINO/ONNX): when post-training INT8 misses the fidelity gates, fine-tune it "
                         "(NNCF quantization-aware training distilled to the FP32 embeddings on the --calib crops; "
@@ -144,7 +146,7 @@ def main(argv=None) -> int:
         input_size_from(args)  # a bad --resolution before anything is built
         if args.int8_activations and not (args.int8 and fmt == "onnx"):
             raise UsageError("--int8-activations applies to --format onnx --int8 only (OpenVINO's NNCF picks "
-                                 "its own scheme; TensorRT needs symmetric)")
+                                 "its own scheme; TensorRT builds from the default, shifted)")
         writer = INT8_WRITERS[fmt] if args.int8 else WRITERS[fmt]
         if getattr(writer, "preflight", None):  # e.g. no GPU for TensorRT: say so before building anything
             writer.preflight(device=args.device, calib=args.calib)

@@ -11,8 +11,9 @@ fine-tuned for a few epochs so that its embeddings match the frozen FP32 network
   - BatchNorm statistics stay frozen (eval mode): a few hundred crops must not re-estimate them.
 The student is the very graph that is exported (the uint8 input with normalisation inside, when the artifact
 takes uint8), so what was fine-tuned is what runs. Export: OpenVINO IR via ov.convert_model (NNCF quantizers
-become FakeQuantize, the CPU plugin runs them in INT8) or ONNX Q/DQ (QuantizeLinear/DequantizeLinear, zero
-point 0; activations forced signed so the graph is TensorRT's explicit-quantization form).
+become FakeQuantize, the CPU plugin runs them in INT8) or ONNX Q/DQ (QuantizeLinear/DequantizeLinear; for
+TensorRT's explicit-quantization form either post-ReLU quantizers trained unsigned and shifted to zero point 0
+on export (export/qdq_shift.py), or every quantizer forced signed).
 """
 from __future__ import annotations
 

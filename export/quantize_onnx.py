@@ -1,14 +1,15 @@
 """Portable ONNX INT8: static QDQ quantization with onnxruntime.quantization, and its fidelity report.
 
-Per-channel symmetric INT8 weights and, by default, symmetric INT8 activations (zero point 0): the QDQ form
-that TensorRT's explicit-quantization path accepts as-is, and that ONNX Runtime runs on CPU. Symmetric INT8
-spends half its levels on negative values that post-ReLU tensors never take; on a re-ID-trained osnet_x0_25
-(1600 held-out crops) that costs mean cosine 0.974 / top-1 agreement 55%, against 0.995 / 73% with
-`activations="asymmetric"` (UINT8 + zero point, `--int8-activations asymmetric`), the form to use when the
-artifact is for ONNX Runtime only. The embedding head (fc Gemm/MatMul) stays FP32 for the reason given in
-quantize_openvino.py: after re-ID training, its
-BatchNorm1d amplifies quantization error into the sparse post-ReLU embedding. Ranges are min/max over the
-calibration crops (CalibrationMethod.MinMax), as the OpenVINO recipe does; 'percentile' is available.
+Per-channel symmetric INT8 weights; activations calibrated with a zero point (UINT8: a post-ReLU tensor keeps
+all 256 levels) and, by default, rewritten into INT8 with zero point 0 by a shift folded into the next
+convolution's bias (export/qdq_shift.py, exact): the QDQ form TensorRT's explicit-quantization path accepts,
+which ONNX Runtime runs on CPU too. Plain symmetric INT8 activations (`activations="symmetric"`) spend half
+their levels on negative values that post-ReLU tensors never take; on osnet_x0_25 triplet models from torchreid's
+code and osnet-train that kept decisive top-1 agreement at 79-90% where the shifted form reaches OpenVINO's level
+(benchmarks/results/int8_real/NOTES.md). `activations="asymmetric"` keeps the UINT8 graph (ONNX Runtime only).
+The embedding head (fc Gemm/MatMul) stays FP32 for the reason given in quantize_openvino.py: after re-ID
+training, its BatchNorm1d amplifies quantization error into the sparse post-ReLU embedding. Ranges are min/max
+over the calibration crops (CalibrationMethod.MinMax), as the OpenVINO recipe does; 'percentile' is available.
 The graph is first run through onnxruntime's quant_pre_process (shape inference + optimisation), as its
 documentation recommends.
 """
@@ -29,7 +30,11 @@ from osnet_edge.export import gates as gt
 from osnet_edge.export.quantize_openvino import NO_CALIB, _with_precision, equalized, preflight
 
 CALIB_METHODS = ("minmax", "percentile", "entropy")
-ACTIVATION_SCHEMES = ("symmetric", "asymmetric")
+# shifted: asymmetric ranges carried in INT8 with zero point 0 (export/qdq_shift.py), TensorRT's form with
+# UINT8's 256 levels after ReLU; symmetric: INT8 zero point 0 over each range (128 levels after ReLU);
+# asymmetric: UINT8 with a zero point (ONNX Runtime only)
+ACTIVATION_SCHEMES = ("shifted", "symmetric", "asymmetric")
+TENSORRT_SCHEMES = ("shifted", "symmetric")  # the zero-point-0 forms TensorRT's explicit quantization takes
 
 
 def head_nodes(proto) -> list:
@@ -65,18 +70,20 @@ class _Reader:
 
 
 def quantize_onnx_file(fp32_path, out_path, calib, meta: ModelMeta, *, method: str = "minmax",
-                       keep_fp32=(), keep_head: bool = True, activations: str = "symmetric") -> Path:
+                       keep_fp32=(), keep_head: bool = True, activations: str = "shifted") -> Path:
     """Static QDQ INT8 of an FP32 ONNX file. calib: a CropSet (osnet_edge.calibration).
 
-    activations: 'symmetric' (INT8, zero point 0: TensorRT's explicit quantization) or 'asymmetric' (UINT8 with
-    a zero point: ONNX Runtime's U8S8 CPU kernels; post-ReLU tensors keep all 256 levels instead of 128).
+    activations: 'shifted' (asymmetric ranges, written as INT8 with zero point 0 plus a shift folded into the
+    next convolution's bias: TensorRT's explicit quantization with UINT8's levels), 'symmetric' (INT8, zero
+    point 0 over each range) or 'asymmetric' (UINT8 with a zero point: ONNX Runtime's U8S8 CPU kernels).
     """
     onnx = require("onnx", "ONNX INT8 export")
     require("onnxruntime", "ONNX INT8 export")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    symmetric = _check_activations(activations) == "symmetric"
+    symmetric = _check_activations(activations) == "symmetric"  # shifted calibrates UINT8, then is rewritten
+    out_path = Path(out_path)
     if method not in CALIB_METHODS:
         raise ModelConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
     with tempfile.TemporaryDirectory(prefix="osnet_qdq_") as d:
@@ -97,7 +104,21 @@ def quantize_onnx_file(fp32_path, out_path, calib, meta: ModelMeta, *, method: s
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
                            # TensorRT wants a Q/DQ pair in front of every quantized input, shared or not
                            "DedicatedQDQPair": False, "CalibMovingAverage": False})
-    return Path(out_path)
+    if activations == "shifted":
+        zero_point_free(out_path)
+    return out_path
+
+
+def zero_point_free(path) -> dict:
+    """Rewrite a Q/DQ ONNX's UINT8 activation pairs into TensorRT's INT8 zero-point-0 form, in place."""
+    onnx = require("onnx", "ONNX INT8 export")
+    from osnet_edge.export.qdq_shift import to_zero_point_free
+
+    proto = onnx.load(str(path))
+    counts = to_zero_point_free(proto)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return counts
 
 
 def int8_conv_fraction(path) -> dict:
@@ -113,13 +134,14 @@ def int8_conv_fraction(path) -> dict:
 
 def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int = 18, method: str = "minmax",
                     calib_size: int | None = None, holdout_size: int | None = None, seed: int = 0, keep_fp32=(),
-                    holdout=None, equalize: bool = False, activations: str = "symmetric", quiet: bool = False,
+                    holdout=None, equalize: bool = False, activations: str = "shifted", quiet: bool = False,
                     max_drop=None, qat: bool = False, qat_epochs: int | None = None, measure_speed: bool = True,
                     **_options) -> list:
     """INT8 writer for export_model(..., fmt='onnx', int8=True): QDQ ONNX + fidelity JSON at the temporary stem.
 
     qat: when the post-training result misses the gates, fine-tune with NNCF (export/qat.py) and write its Q/DQ
-    graph instead (symmetric INT8 activations and weights, zero point 0: TensorRT's explicit quantization).
+    graph instead, in the zero-point-0 form `activations` names (TensorRT's explicit quantization; post-ReLU
+    quantizers stay unsigned in training and are shifted on export when 'shifted').
     Gate thresholds (export/gates.py) come as keyword options; measure_speed: time INT8 against the FP32 ONNX
     under ONNX Runtime on this CPU (int8_speed.py) for the report."""
     from osnet_edge.calibration import sources
@@ -176,7 +198,7 @@ def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int 
         if qat:
             report = make_report()
             if not report.passed:
-                report = _finetuned(model, meta, split, tmp_path, report, qat_epochs, opset, quiet,
+                report = _finetuned(model, meta, split, tmp_path, report, qat_epochs, opset, quiet, activations,
                                     lambda: fid.fidelity_report(model, str(tmp_path), split.held_out, split.query,
                                                                 calib=split.calib, gates=gates,
                                                                 artifact=fid.final_name(tmp_path), extra=speed()))
@@ -184,23 +206,26 @@ def write_onnx_int8(model, tmp_path, meta: ModelMeta, *, calib=None, opset: int 
         return fid.gate_artifact([tmp_path], tmp_path, make_report, quiet=quiet, bound=bound)
 
 
-def _finetuned(model, meta, split, path, ptq_report, epochs, opset, quiet, report_fn):
-    """PTQ missed the gates: NNCF quantization-aware fine-tuning (export/qat.py) with signed activations,
-    its Q/DQ graph written over `path`; returns its report (PTQ numbers under calibration['ptq'])."""
+def _finetuned(model, meta, split, path, ptq_report, epochs, opset, quiet, activations, report_fn):
+    """PTQ missed the gates: NNCF quantization-aware fine-tuning (export/qat.py), its Q/DQ graph written over
+    `path` in the activation form asked for; returns its report (PTQ numbers under calibration['ptq'])."""
     from osnet_edge.export import qat as qat_mod
 
     if not quiet:
         print(ptq_report.summary(), file=sys.stderr)
         print(f"post-training INT8 missed the gates; quantization-aware fine-tuning on {len(split.calib)} "
               f"calibration crops ({epochs or qat_mod.DEFAULT_EPOCHS} epochs)", file=sys.stderr)
+    # signed activations train what a symmetric graph runs; unsigned post-ReLU ones what a shifted or UINT8 one runs
     res = qat_mod.quantization_aware_finetune(model, split.calib, meta, epochs=epochs or qat_mod.DEFAULT_EPOCHS,
-                                              signed_activations=True, quiet=quiet)
+                                              signed_activations=activations == "symmetric", quiet=quiet)
     qat_mod.write_onnx_qdq(res.model, path, meta, opset=opset)
+    if activations == "shifted":
+        zero_point_free(path)
     report = report_fn()
     conv = int8_conv_fraction(path)
     report.calibration = {**ptq_report.calibration, **res.facts(),
                           "method": "NNCF quantization-aware fine-tuning, Q/DQ: per-channel symmetric INT8 "
-                                    "weights, symmetric INT8 activations",
+                                    f"weights, {activations} activations",
                           "ptq": {k: getattr(ptq_report, k) for k in ("cosine_mean", "cosine_min", "top1_agreement",
                                                                        "top5_agreement", "retrieval")}
                           | {"identity": ptq_report.extra.get("top1_identity_agreement"),

@@ -76,9 +76,11 @@ def write_trt_int8(model, tmp_path, meta: ModelMeta, *, calib=None, calib_size: 
     """The INT8 'trt' writer: calibration crops and held-out crops split from one --calib source (never
     sharing a crop), the engine calibrated on the first, then the INT8 issue's fidelity report on the second
     (JSON beside the engine). A failing report refuses the engine (FidelityError; nothing is kept)."""
-    if options.get("activations", "symmetric") != "symmetric":
-        raise ModelConfigError("TensorRT's explicit quantization takes symmetric INT8 activations only; "
-                               "drop --int8-activations")
+    from osnet_edge.export.quantize_onnx import TENSORRT_SCHEMES
+
+    if options.get("activations", "shifted") not in TENSORRT_SCHEMES:
+        raise ModelConfigError("TensorRT's explicit quantization takes INT8 activations with zero point 0 only: "
+                               f"--int8-activations {' or '.join(TENSORRT_SCHEMES)}")
     trt, _gpu = import_tensorrt("TensorRT INT8 export", options.get("device"))
     explicit = bool(options.get("qdq")) or strongly_typed_only(trt)
     from osnet_edge.calibration import sources

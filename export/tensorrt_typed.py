@@ -76,7 +76,7 @@ def strongly_typed_onnx(onnx_path, out_path, precision: str, facts: dict, *, cal
         pinned = instance_norm_fp32(proto) if keep_instance_norm_fp32 and facts["instance_norm"] else 0
         onnx.save(proto, str(out_path))
         return Path(out_path), pinned
-    # int8 without Q/DQ nodes: quantize the FP32 ONNX here (explicit quantization, symmetric INT8)
+    # int8 without Q/DQ nodes: quantize the FP32 ONNX here (explicit quantization, INT8 with zero point 0)
     if calib is None:
         raise ModelConfigError("TensorRT 11 builds INT8 engines from a Q/DQ ONNX (implicit calibration was "
                                "removed): pass calib=SOURCE to quantize this ONNX first, or give an ONNX exported "

@@ -84,6 +84,40 @@ def test_qat_onnx_is_symmetric_qdq(tiny, finetuned, tmp_path):
     assert rep.passed, rep.summary()
 
 
+def test_qat_with_unsigned_activations_exports_in_tensorrt_form(tiny, tmp_path):
+    """Post-ReLU quantizers trained unsigned (all 256 levels) are exported as UINT8 Q/DQ, then shifted into INT8
+    with zero point 0 (export/qdq_shift.py): the same numbers in TensorRT's form."""
+    import shutil
+
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from osnet_edge.export.quantize_onnx import zero_point_free
+
+    meta = _meta(tiny, "float_nchw")
+    res = qat.quantization_aware_finetune(tiny, generated(16, 0), meta, epochs=1, batch_size=8, lr=1e-4, quiet=True)
+    u8 = qat.write_onnx_qdq(res.model, tmp_path / "u8.onnx", meta)
+    s8 = shutil.copy(u8, tmp_path / "s8.onnx")
+
+    def zero_points(path):
+        g = onnx.load(str(path)).graph
+        consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in g.node if n.op_type == "Constant"})
+        return [consts[n.input[2]] for n in g.node if n.op_type == "QuantizeLinear"]
+
+    assert any(z.dtype == np.uint8 for z in zero_points(u8))
+    assert zero_point_free(s8)["shifted"] > 10
+    assert all(z.dtype == np.int8 and not np.any(z) for z in zero_points(s8))
+    o = ort.SessionOptions()
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    x = next(generated(4, 3).batches(meta, 4))
+    a, b = (ort.InferenceSession(str(p), o, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+            for p in (u8, s8))
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.9999
+
+
 def test_interrupted_qat_says_how_to_rerun(tiny, monkeypatch):
     # what QAT adds to export_model's clean-up (below): the one line that says where it stopped, what to re-run
     def stop(*_a, **_k):

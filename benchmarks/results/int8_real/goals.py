@@ -141,6 +141,23 @@ def short(rows) -> str:
     return "\n".join(lines + [""] + textwrap.wrap(text, 112)) + "\n"
 
 
+def qdq_forms(before, now) -> str:
+    """The Q/DQ ONNX rows of the symmetric form (goals_qdq_symmetric.json) beside the shifted form's."""
+    head = ("| model (pipeline, loss, input) | activations | accepted | how | mean / min cos | decisive top-1 | "
+            "correct kept, decisive | rank-1 / mAP Δ |\n|" + "---|" * 8 + "\n")
+    out = []
+    old = {r["run"]: r for r in before}
+    for r in _ordered([r for r in now if r["format"] == "onnx"]):
+        for form, x in (("symmetric (before)", old.get(r["run"])), ("shifted (now)", r)):
+            if x is None:
+                continue
+            out.append(f"| {r['arch']} ({r['pipeline']}, {r['loss']}, {r['imgsz'][0]}x{r['imgsz'][1]}) | {form} | "
+                       f"{'**yes**' if x['accepted'] else 'refused'} | {_how(x)} | "
+                       f"{x['mean_cos']:.4f} / {x['min_cos']:.3f} | {_pct(x['decisive_top1'])} | "
+                       f"{_pct(x.get('correct_kept_decisive'))} | {_d(x['rank1_delta'])} / {_d(x['map_delta'])} |")
+    return head + "\n".join(out) + "\n"
+
+
 def plot(rows) -> Path:
     """goals.png: the two retrieval gates per model and format, refused rows hatched, the thresholds drawn."""
     import matplotlib
@@ -205,6 +222,9 @@ def main() -> int:
         OUT.write_text(json.dumps({"rows": rows}, indent=1, default=str))
         fill(HERE / "NOTES.md", "int8-goals", table(rows))
         fill(ROOT / "README.md", "int8-goals", short(rows))
+        before = HERE / "goals_qdq_symmetric.json"
+        if before.exists():
+            fill(HERE / "NOTES.md", "qdq-forms", qdq_forms(json.loads(before.read_text())["rows"], rows))
         plot(rows)
     return 0
 

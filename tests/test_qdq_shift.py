@@ -118,3 +118,34 @@ def test_symmetric_pairs_are_left_alone(tmp_path):
     again = onnx.ModelProto.FromString(proto.SerializeToString())
     assert to_zero_point_free(again)["shifted"] == 0
     assert len(again.graph.node) == len(proto.graph.node)
+
+
+def test_quantized_graph_output_keeps_its_name(tmp_path):
+    """onnxruntime quantizes a ReLU that is the graph output too: the output keeps its name and its values."""
+    from onnx import TensorProto, helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    rng = np.random.default_rng(2)
+    w = numpy_helper.from_array((rng.standard_normal((8, 3, 1, 1)) * 0.5).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["c"], name="conv"),
+                           helper.make_node("Relu", ["c"], ["y"], name="relu")], "g",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 4, 4])], [w])
+    src, out = tmp_path / "fp32.onnx", tmp_path / "asym.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    data = iter([{"input": rng.standard_normal((4, 3, 4, 4)).astype(np.float32)} for _ in range(2)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(data, None)
+
+    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, extra_options={"ActivationSymmetric": False})
+    before, proto = onnx.load(str(out)), onnx.load(str(out))
+    to_zero_point_free(proto)
+    onnx.checker.check_model(proto)
+    assert [o.name for o in proto.graph.output] == ["y"]
+    assert all(z.dtype in (np.int8, np.int32) and not z.any() for z in _zero_points(proto))
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    ref, got = _run(before, x), _run(proto, x)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())

@@ -124,13 +124,12 @@ class _Graph:
 def to_zero_point_free(proto) -> dict:
     """Rewrite every activation Q/DQ pair with a UINT8 zero point (in place) into INT8 with zero point 0, exact:
     shifted, the shift folded into consuming convolutions' biases (a padded one gets its padding as a Pad first)
-    and added back in front of anything else. Only a convolution with auto_pad (no explicit pads to move) gets a
-    symmetric pair over the same range instead. Returns counts of what was rewritten."""
+    and added back in front of anything else (a convolution with auto_pad included: it then runs in float).
+    Returns counts of what was rewritten."""
     onnx = require("onnx", "ONNX Q/DQ rewrite")
     make = onnx.helper.make_node
     gr = _Graph(proto)
-    counts = {"shifted": 0, "symmetric": 0, "bias_folds": 0, "padded_first": 0, "shift_restored": 0,
-              "relu_restored": 0}
+    counts = {"shifted": 0, "bias_folds": 0, "padded_first": 0, "shift_restored": 0}
     before, after = defaultdict(list), defaultdict(list)  # id(node) -> nodes to place right before / after it
     for q in [n for n in gr.g.node if n.op_type == "QuantizeLinear"]:
         if q.input[0] in gr.inits or len(q.input) < 3 or gr._dtype(q.input[2]) != np.uint8:
@@ -149,82 +148,60 @@ def to_zero_point_free(proto) -> dict:
                 after[id(dq)].append(ident)
                 gr.uses[new].append((ident, 0))
         uses = [(dq, n, k) for dq in dqs for n, k in gr.uses[dq.output[0]]]
-        convs = [(u, _padding(u[1])) for u in uses if u[1].op_type == "Conv" and u[2] == 0]
-        fold = [u for u, pads in convs if pads == []]
-        pad_first = [(u, pads) for u, pads in convs if pads]
-        padded = [u for u, pads in convs if pads is None]  # auto_pad: no explicit pads to move out
-        other = [u for u in uses if not (u[1].op_type == "Conv" and u[2] == 0)]
+        padding = {id(u): _padding(u[1]) if u[1].op_type == "Conv" and u[2] == 0 else None for u in uses}
+        fold = [u for u in uses if padding[id(u)] == []]
+        pad_first = [(u, padding[id(u)]) for u in uses if padding[id(u)]]
+        other = [u for u in uses if padding[id(u)] is None]  # auto_pad convolutions too: no pads to move out
         zero = gr.put(gr.fresh(q.name + "_zp"), np.int8(0))
         source = q.input[0]
-        if fold or other or pad_first:
-            c = np.float32((128 - z) * s)
-            const = gr.put(gr.fresh(q.name + "_c"), c)
-            shifted = gr.fresh(source + "_shift")
-            before[id(q)].append(make("Sub", [source, const], [shifted], name=gr.fresh(q.name + "_sub")))
-            q.input[0], q.input[2] = shifted, zero
-            for dq in dqs:
-                dq.input[2] = zero
-            for (_, conv, _), pads in pad_first:
-                # the zeros of padding must be zeros of t, not of t - c: pad first, then shift and quantize
-                half = len(pads) // 2
-                pad_const = gr.put(gr.fresh(conv.name + "_pads"),
-                                   np.array([0, 0, *pads[:half], 0, 0, *pads[half:]], np.int64))
-                p, sh, qo, do = (gr.fresh(source + x) for x in ("_pad", "_padshift", "_padq", "_paddq"))
-                after[id(q)] += [make("Pad", [source, pad_const], [p], name=gr.fresh(conv.name + "_pad")),
-                                 make("Sub", [p, const], [sh], name=gr.fresh(conv.name + "_sub")),
-                                 make("QuantizeLinear", [sh, q.input[1], zero], [qo], name=gr.fresh(q.name)),
-                                 make("DequantizeLinear", [qo, q.input[1], zero], [do], name=gr.fresh(q.name))]
-                conv.input[0] = do
-                for a in conv.attribute:
-                    if a.name == "pads":
-                        a.ints[:] = [0] * len(pads)
-                fold.append((None, conv, 0))
-            for _, conv, _ in fold:
-                w = gr.weight(conv)
-                gr.add_to_bias(conv, float(c) * w.reshape(w.shape[0], -1).sum(axis=1), s)
-            for dq in {id(dq): dq for dq, _, _ in other}.values():
-                back = gr.fresh(dq.output[0] + "_unshift")
-                after[id(dq)].insert(0, make("Add", [dq.output[0], const], [back], name=gr.fresh(q.name + "_add")))
-                for d, n, k in other:
-                    if d is dq:
-                        n.input[k] = back
-            counts["shifted"] += 1
-            counts["bias_folds"] += len(fold)
-            counts["padded_first"] += len(pad_first)
-            counts["shift_restored"] += len(other)
-        if padded:
-            # symmetric over the asymmetric range [(0 - z) s, (255 - z) s]
-            s_sym = np.float32(max(z * s, (255 - z) * s) / 127.0)
-            producer = gr.producer.get(source)
-            if z == 0 and (producer is None or producer.op_type != "Relu"):
-                # onnxruntime drops a ReLU whose output a zero-point-0 UINT8 quantizer clips anyway: put it back
-                relu = gr.fresh(source + "_relu")
-                before[id(q)].append(make("Relu", [source], [relu], name=gr.fresh(q.name + "_relu")))
-                source = relu
-                counts["relu_restored"] += 1
-            if not (fold or other or pad_first):
-                q.input[1] = gr.put(gr.fresh(q.name + "_scale"), s_sym)
-                for dq in dqs:
-                    dq.input[1] = q.input[1]
-                q.input[0], q.input[2] = source, zero
-                for dq in dqs:
-                    dq.input[2] = zero
-            else:
-                scale = gr.put(gr.fresh(q.name + "_scale"), s_sym)
-                qo, do = gr.fresh(q.output[0]), gr.fresh(q.output[0] + "_dq")
-                after[id(q)] += [make("QuantizeLinear", [source, scale, zero], [qo], name=gr.fresh(q.name)),
-                                 make("DequantizeLinear", [qo, scale, zero], [do], name=gr.fresh(q.name + "_dq"))]
-                for _, n, k in padded:
-                    n.input[k] = do
-            for _, conv, _ in padded:  # an int32 bias is scaled by the input scale
-                gr.add_to_bias(conv, np.zeros(gr.weight(conv).shape[0]), float(s_sym))
-            counts["symmetric"] += 1
+        c = np.float32((128 - z) * s)
+        const = gr.put(gr.fresh(q.name + "_c"), c)
+        shifted = gr.fresh(source + "_shift")
+        before[id(q)].append(make("Sub", [source, const], [shifted], name=gr.fresh(q.name + "_sub")))
+        q.input[0], q.input[2] = shifted, zero
+        for dq in dqs:
+            dq.input[2] = zero
+        for (_, conv, _), pads in pad_first:
+            # the zeros of padding must be zeros of t, not of t - c: pad first, then shift and quantize
+            half = len(pads) // 2
+            pad_const = gr.put(gr.fresh(conv.name + "_pads"),
+                               np.array([0, 0, *pads[:half], 0, 0, *pads[half:]], np.int64))
+            p, sh, qo, do = (gr.fresh(source + x) for x in ("_pad", "_padshift", "_padq", "_paddq"))
+            after[id(q)] += [make("Pad", [source, pad_const], [p], name=gr.fresh(conv.name + "_pad")),
+                             make("Sub", [p, const], [sh], name=gr.fresh(conv.name + "_sub")),
+                             make("QuantizeLinear", [sh, q.input[1], zero], [qo], name=gr.fresh(q.name)),
+                             make("DequantizeLinear", [qo, q.input[1], zero], [do], name=gr.fresh(q.name))]
+            conv.input[0] = do
+            for a in conv.attribute:
+                if a.name == "pads":
+                    a.ints[:] = [0] * len(pads)
+            fold.append((None, conv, 0))
+        for _, conv, _ in fold:
+            w = gr.weight(conv)
+            gr.add_to_bias(conv, float(c) * w.reshape(w.shape[0], -1).sum(axis=1), s)
+        for dq in {id(dq): dq for dq, _, _ in other}.values():
+            back = gr.fresh(dq.output[0] + "_unshift")
+            after[id(dq)].insert(0, make("Add", [dq.output[0], const], [back], name=gr.fresh(q.name + "_add")))
+            for d, n, k in other:
+                if d is dq:
+                    n.input[k] = back
+        counts["shifted"] += 1
+        counts["bias_folds"] += len(fold)
+        counts["padded_first"] += len(pad_first)
+        counts["shift_restored"] += len(other)
     nodes = []
     for n in gr.g.node:
         nodes += [*before[id(n)], n, *after[id(n)]]
     del gr.g.node[:]
     gr.g.node.extend(nodes)
     del gr.g.value_info[:]  # stale UINT8 annotations of the rewritten tensors
+    while True:  # drop what no longer feeds anything (a pair whose consumers all got their own padded pair)
+        used = {i for n in gr.g.node for i in n.input} | gr.outputs
+        dead = [n for n in gr.g.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            gr.g.node.remove(n)
     used = {i for n in gr.g.node for i in n.input}
     keep = [t for t in gr.g.initializer if t.name in used]
     del gr.g.initializer[:]

@@ -88,10 +88,10 @@ class _Graph:
         scale, zp = scale.reshape(shape), zp.reshape(shape) if zp.size > 1 else zp.reshape(())
         if node.op_type == "DequantizeLinear":
             return (x - zp) * scale
-        lo, hi = (0, 255) if (zp_name and self._dtype(zp_name) == np.uint8) else (-128, 127)
+        lo, hi = (0, 255) if (zp_name and self.dtype(zp_name) == np.uint8) else (-128, 127)
         return np.clip(np.round(x / scale) + zp, lo, hi)
 
-    def _dtype(self, name):
+    def dtype(self, name):
         if name in self.inits:
             return self.array(name).dtype
         return require("onnx", "ONNX Q/DQ rewrite").numpy_helper.to_array(self.producer[name].attribute[0].t).dtype
@@ -132,7 +132,7 @@ def to_zero_point_free(proto) -> dict:
     counts = {"shifted": 0, "bias_folds": 0, "padded_first": 0, "shift_restored": 0}
     before, after = defaultdict(list), defaultdict(list)  # id(node) -> nodes to place right before / after it
     for q in [n for n in gr.g.node if n.op_type == "QuantizeLinear"]:
-        if q.input[0] in gr.inits or len(q.input) < 3 or gr._dtype(q.input[2]) != np.uint8:
+        if q.input[0] in gr.inits or len(q.input) < 3 or gr.dtype(q.input[2]) != np.uint8:
             continue
         s = float(gr.value(q.input[1]))
         z = int(gr.value(q.input[2]))

@@ -16,6 +16,10 @@ import numpy as np
 
 WARN_RATIO = 1.5  # held-out peak / calibration peak past which the summary says the calibration misses crops
 TOP_LAYERS = 5
+# highest / median crop peak inside the calibration set past which one static 8-bit range per tensor cannot serve
+# both: a range over the highest crop leaves the median crop's peak 256 / SPREAD_LIMIT = 4 levels at that layer
+SPREAD_LIMIT = 64.0
+OUTLIER_FACTOR = 10.0  # a crop whose peak passes this many times the median crop's is counted as outlying
 
 
 def quantized_conv_modules(model) -> list:
@@ -76,6 +80,40 @@ def coverage(calib_peaks: dict, held_peaks: dict, names=None, cosine=None) -> di
                                      "cosine": round(float(cosine[i]), 5), "ratio": round(float(crop_ratio[i]), 3),
                                      "layer": layers[int(worst_layer[i])]}
     return out
+
+
+def spread(calib_peaks: dict) -> dict:
+    """How far apart the calibration crops' activation peaks lie, layer by layer (highest / median crop).
+
+    A static INT8 range is one per tensor for every crop. Where a few crops peak hundreds of times higher than
+    the rest (a triplet-trained network can give some people's features a far larger norm), the range either
+    covers them, and the median crop's activations get under one level, or clips them: measured on the
+    vtest.avi osnet_x1_0 triplet model (benchmarks/results/int8_real/NOTES.md), neither post-training ranges
+    nor fine-tuning held. Returns the worst layers and, where the spread passes SPREAD_LIMIT, `too_wide`."""
+    rows = []
+    for n, p in calib_peaks.items():
+        med = max(float(np.median(p)), 1e-12)
+        rows.append({"layer": n, "median_peak": round(med, 4), "highest_peak": round(float(p.max()), 4),
+                     "spread": round(float(p.max()) / med, 2), "crops_outlying": int(np.sum(p > OUTLIER_FACTOR * med))})
+    if not rows:
+        return {}
+    rows.sort(key=lambda r: -r["spread"])
+    n = int(len(next(iter(calib_peaks.values()))))
+    top = rows[0]
+    return {"spread": top["spread"], "limit": SPREAD_LIMIT, "too_wide": top["spread"] > SPREAD_LIMIT,
+            "n_crops": n, "layers": rows[:TOP_LAYERS]}
+
+
+def spread_reason(s: dict) -> str:
+    """The refusal's words for a spread past SPREAD_LIMIT ('' otherwise)."""
+    if not s or not s.get("too_wide"):
+        return ""
+    top = s["layers"][0]
+    levels = 256.0 / top["spread"]
+    return (f"its activations span {top['spread']:.0f}x between calibration crops (input of {top['layer']}: median "
+            f"crop peak {top['median_peak']:.3g}, highest {top['highest_peak']:.4g}; {top['crops_outlying']} of "
+            f"{s['n_crops']} crops past {OUTLIER_FACTOR:g}x the median), so one static 8-bit range there either "
+            f"clips those crops or leaves the median crop {levels:.1g} of 256 levels")
 
 
 def summary_line(cov: dict) -> str:

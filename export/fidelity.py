@@ -116,6 +116,10 @@ class FidelityReport:
             from osnet_edge.export.coverage import summary_line
 
             lines.append(summary_line(self.extra["calibration_coverage"]))
+        if (self.extra.get("activation_spread") or {}).get("too_wide"):
+            from osnet_edge.export.coverage import spread_reason
+
+            lines.append("  activation spread: " + spread_reason(self.extra["activation_spread"]))
         if "int8_conv_fraction" in self.extra:
             lines.append(f"  convolutions executing in INT8: {100 * self.extra['int8_conv_fraction']:.0f}%")
         if self.extra.get("float_layers"):
@@ -234,8 +238,10 @@ def fidelity_report(reference, candidate, held_out, query=None, *, min_cosine: f
     extra = dict(extra or {})
     if measure_coverage:
         names = list(held_out.names) + (list(query.names) if query is not None else [])
-        extra["calibration_coverage"] = cov.coverage(cov.stacked(calib_peaks), cov.stacked(held_peaks),
+        calib_stacked = cov.stacked(calib_peaks)
+        extra["calibration_coverage"] = cov.coverage(calib_stacked, cov.stacked(held_peaks),
                                                      names if len(names) == len(crops) else None, agree["cosine"])
+        extra["activation_spread"] = cov.spread(calib_stacked)
     extra["fp32_top1_top2_gap_median"] = agree["fp32_top1_top2_gap_median"]
     extra["top1_agreement_by_fp32_gap"] = agree["top1_agreement_by_fp32_gap"]
     if held_out.has_identities and (query is None or query.has_identities):
@@ -289,6 +295,13 @@ def refusal(report: FidelityReport) -> str:
                 f"{bound['holds']} instead" + ("" if tried_qat else " (--qat, which retrains the weights, is the "
                                                                    "one INT8 left to try)"))
     where = " 8-bit weights alone pass the gates: the loss is in the 8-bit activations." if bound else ""
+    from osnet_edge.export.coverage import spread_reason
+
+    wide = spread_reason(report.extra.get("activation_spread") or {})
+    if bound and wide:
+        return (head + f"8-bit weights alone pass the gates; the loss is in the activations: {wide}. "
+                f"Export {bound['holds']} instead" + ("" if tried_qat else " (--qat, which retrains the weights, "
+                                                                           "is the one INT8 left to try)"))
     return (head + f"FP16 (--half) keeps full fidelity.{where} For INT8 try "
             + ("--qat-epochs N (longer fine-tuning), " if tried_qat else
                "--qat (quantization-aware fine-tuning on the --calib crops) or ")

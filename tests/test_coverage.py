@@ -61,3 +61,29 @@ def test_report_measures_coverage_on_the_torch_reference():
     # a reference that is not a torch model: nothing to hook, no coverage, no error
     table = fid.embedder_for(model)
     assert "calibration_coverage" not in fid.fidelity_report(table, table, held, calib=calib).extra
+
+
+def test_spread_names_the_layer_where_a_few_calibration_crops_peak_far_higher():
+    rng = np.random.default_rng(0)
+    peaks = {"a": rng.uniform(1, 2, 100), "b": rng.uniform(1, 2, 100)}
+    peaks["b"][:5] = 300.0                        # five crops (one person) peak ~200x the median crop
+    s = cov.spread(peaks)
+    assert s["too_wide"] and s["layers"][0]["layer"] == "b" and s["layers"][0]["crops_outlying"] == 5
+    assert s["spread"] == pytest.approx(300.0 / np.median(peaks["b"]), rel=1e-3)
+    reason = cov.spread_reason(s)
+    assert "input of b" in reason and "5 of 100 crops" in reason and f"span {s['spread']:.0f}x" in reason
+    narrow = cov.spread({"a": peaks["a"]})
+    assert not narrow["too_wide"] and cov.spread_reason(narrow) == "" and cov.spread({}) == {}
+
+    # the refusal gives it as the reason when 8-bit weights alone pass
+    report = fid.FidelityReport(n_crops=10, held_out="held", generated=False, cosine_min=0.5, cosine_mean=0.97,
+                                cosine_p01=0.6, top1_agreement=0.9, top5_agreement=0.9,
+                                failures=["min cosine 0.5000 < 0.9500"],
+                                extra={"weights_only_8bit": {"passed": True, "holds": "FP16 (--half)", "bits": 8},
+                                       "activation_spread": s})
+    msg = fid.refusal(report)
+    assert "the loss is in the activations: its activations span" in msg and "Export FP16 (--half) instead" in msg
+    assert "--qat" in msg and "\n" not in msg
+    assert "activation spread: its activations span" in report.summary()
+    report.extra["activation_spread"] = narrow   # a narrow spread: the plain activation wording
+    assert "span" not in fid.refusal(report) and "the loss is in the 8-bit activations" in fid.refusal(report)

@@ -4,7 +4,8 @@ Q/DQ ONNX (TensorRT's explicit-quantization form), post-training and, where that
     NNCF_EXTENSION_LOAD_TIMEOUT=0 nice -n 5 .venv/bin/python -W ignore benchmarks/results/int8_real/goals.py \
         /work/data/int8_torchreid/tr_tri /work/data/int8_torchreid/tr_ls /work/data/runs/x025_tri ... \
         --data /work/data/vtest_crops                                   # -> goals.json (resumable)
-    .venv/bin/python benchmarks/results/int8_real/goals.py --table       # -> the tables in NOTES.md, README.md; goals.png
+    .venv/bin/python benchmarks/results/int8_real/goals.py --table --data /work/data/vtest_crops
+                                        # -> the tables in NOTES.md, README.md; goals.png (--data: spreads to fill)
 
 Each row is what `osnet-export --weights W --imgsz H W --format F --int8 --calib market1501:DATA --qat` does
 (--qat fine-tunes only when post-training INT8 misses a gate): the default gates, held-out = the test tracklets
@@ -53,6 +54,30 @@ def backfill(rows) -> None:
             r["correct_kept_decisive"] = (k.get("decisive") or {}).get("share")
 
 
+def backfill_spread(rows, data: str) -> None:
+    """Rows measured before the report carried the activation spread (export/coverage.py): measured the way the
+    export does, on the FP32 model and the same calibration crops (the OpenVINO split, seed 0)."""
+    from osnet_edge import build_model
+    from osnet_edge.calibration import sources
+    from osnet_edge.export import coverage as cov
+    from osnet_edge.export.fidelity import embedder_for
+    from osnet_edge.export.quantize_openvino import CALIB_SIZE
+
+    by_run = {}
+    for r in rows:
+        if r.get("activation_spread") is not None:
+            continue
+        if r["run"] not in by_run:
+            f = run_facts(Path(r["run"]))
+            model = build_model(None, weights=str(f["weights"]), input_size=f["imgsz"]).eval()
+            split = sources.calibration_split(f"market1501:{data}", n_calib=CALIB_SIZE, n_holdout=sources.DEFAULT_SIZE,
+                                              seed=0)
+            with cov.recording_peaks(model) as peaks:
+                embedder_for(model, batch_size=32)(list(split.calib.crops))
+            by_run[r["run"]] = cov.spread(cov.stacked(peaks))
+        r["activation_spread"] = by_run[r["run"]]
+
+
 def measure(runs, data: str, formats, out: Path = OUT, options: dict | None = None) -> None:
     from osnet_edge import build_model
     from torchreid_int8 import export_row
@@ -76,7 +101,8 @@ def measure(runs, data: str, formats, out: Path = OUT, options: dict | None = No
             rows.append({"run": str(run), "format": fmt, **{k: v for k, v in f.items() if k != "weights"},
                          "stage": "--qat" if ptq else "post-training",
                          "ptq_failures": None if not ptq else ptq.get("failures"),
-                         "weights_only_8bit": bound, "options": options, **r})
+                         "weights_only_8bit": bound, "options": options,
+                         "activation_spread": (rep.get("extra") or {}).get("activation_spread"), **r})
             out.write_text(json.dumps({"rows": rows}, indent=1, default=str))
     print(f"wrote {out}", file=sys.stderr)
 
@@ -99,6 +125,13 @@ def _ordered(rows) -> list:
                                        r["format"] != "openvino"))
 
 
+def _spread(r) -> str:
+    s = r.get("activation_spread")
+    if not s:
+        return "n/a"
+    return f"**{s['spread']:.0f}x**" if s["too_wide"] else f"{s['spread']:.1f}x"
+
+
 def _how(r) -> str:
     if not r["accepted"] and (r.get("options") or {}).get("qat") is False:
         return "post-training (`--qat` not run)"
@@ -107,7 +140,8 @@ def _how(r) -> str:
 
 def table(rows) -> str:
     head = ("| model (pipeline, loss, input) | format | accepted | how | mean / min cos | decisive top-1 | "
-            "correct kept, decisive (all) | rank-1 / mAP Δ | INT8 convs | speed-up | 8-bit weights alone |\n|" + "---|" * 11 + "\n")
+            "correct kept, decisive (all) | rank-1 / mAP Δ | INT8 convs | speed-up | 8-bit weights alone | "
+            "activation spread |\n|" + "---|" * 12 + "\n")
     out = []
     for r in _ordered(rows):
         b = r.get("weights_only_8bit")
@@ -118,7 +152,7 @@ def table(rows) -> str:
                    f"{r['mean_cos']:.4f} / {r['min_cos']:.3f} | {_pct(r['decisive_top1'])} | "
                    f"{_pct(r.get('correct_kept_decisive'))} ({_pct(r['correct_kept'])}) | "
                    f"{_d(r['rank1_delta'])} / {_d(r['map_delta'])} | "
-                   f"{_pct(r['int8_share'])} | {_x(r['speedup'])} | {bound} |")
+                   f"{_pct(r['int8_share'])} | {_x(r['speedup'])} | {bound} | {_spread(r)} |")
     return head + "\n".join(out) + "\n"
 
 
@@ -135,9 +169,18 @@ def short(rows) -> str:
     refused = [r for r in rows if not r["accepted"]]
     bound_missed = sum(bool(r.get("weights_only_8bit")) and not r["weights_only_8bit"]["passed"] for r in refused)
     models = len({r["run"] for r in rows})
+    wide = [r for r in refused if (r.get("activation_spread") or {}).get("too_wide")]
+    spreads = [r["activation_spread"]["spread"] for r in rows if r.get("activation_spread")
+               and not r["activation_spread"]["too_wide"]]
     text = (f"{models} models. Of the {len(refused)} refusals, 8-bit weights alone already missed the gates in "
             f"{bound_missed}" + (" (INT8 cannot hold there; the refusal names FP16)" if bound_missed else
                                  ": the loss was in the 8-bit activations every time") + ".")
+    if wide:
+        n_wide = len({r["run"] for r in wide})
+        text += (f" {len(wide)} of them ({n_wide} model{'s' if n_wide > 1 else ''}) are a network whose activations "
+                 f"span {max(r['activation_spread']['spread'] for r in wide):.0f}x between calibration crops"
+                 + (f" (the others: {min(spreads):.1f}-{max(spreads):.1f}x)" if spreads else "")
+                 + ": one static 8-bit range cannot serve both, and the refusal says so and names FP16.")
     return "\n".join(lines + [""] + textwrap.wrap(text, 112)) + "\n"
 
 
@@ -219,6 +262,8 @@ def main() -> int:
     if a.table:
         rows = json.loads(OUT.read_text())["rows"]
         backfill(rows)
+        if a.data:
+            backfill_spread(rows, a.data)
         OUT.write_text(json.dumps({"rows": rows}, indent=1, default=str))
         fill(HERE / "NOTES.md", "int8-goals", table(rows))
         fill(ROOT / "README.md", "int8-goals", short(rows))

@@ -61,14 +61,17 @@ def export_row(model, weights, size, fmt, data, out, label, **options):
     cmd = (f"osnet-export --weights {weights} --imgsz {size[0]} {size[1]} --format {fmt} --int8 "
            f"--calib market1501:{data} {flags}").strip()
     t0 = time.time()
+    refusal = None
     try:
         res = export_model(model, fmt, out, int8=True, calib=f"market1501:{data}", quiet=True, **options)
         rep = json.loads(next(p for p in res.files if p.name.endswith(".fidelity.json")).read_text())
         kept = str(res.path)
     except FidelityError as e:
-        rep, kept = e.report.to_dict(), None
+        rep, kept, refusal = e.report.to_dict(), None, str(e)
         print(f"  refused: {e}", file=sys.stderr)
     r = row(rep, label, cmd, time.time() - t0, kept)
+    if refusal:
+        r["refusal"] = refusal
     print(json.dumps({k: r[k] for k in ("path", "mean_cos", "min_cos", "decisive_top1", "correct_kept",
                                         "rank1_delta", "map_delta", "int8_share", "speedup", "accepted")}),
           file=sys.stderr, flush=True)

@@ -204,6 +204,8 @@ def test_onnx_qdq_int8(trained, reid_data, tmp_path):
     # TensorRT's form: INT8 activations and weights (biases int32), every zero point 0, none uint8
     assert zps and all(z.dtype in (np.int8, np.int32) and not z.any() for z in zps)
     assert any(z.dtype == np.int8 for z in zps)
+    # activations one scale per tensor (TensorRT takes per-channel scales for weights only)
+    assert all(init[n.input[1]].size == 1 for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] not in init)
     per_channel = [n for n in g.node if n.op_type == "DequantizeLinear" and init.get(n.input[1]) is not None
                    and init[n.input[1]].size > 1]
     assert per_channel  # weight scales per output channel

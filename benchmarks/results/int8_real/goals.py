@@ -177,10 +177,11 @@ def short(rows) -> str:
                                  ": the loss was in the 8-bit activations every time") + ".")
     if wide:
         n_wide = len({r["run"] for r in wide})
-        text += (f" {len(wide)} of them ({n_wide} model{'s' if n_wide > 1 else ''}) are a network whose activations "
-                 f"span {max(r['activation_spread']['spread'] for r in wide):.0f}x between calibration crops"
-                 + (f" (the others: {min(spreads):.1f}-{max(spreads):.1f}x)" if spreads else "")
-                 + ": one static 8-bit range cannot serve both, and the refusal says so and names FP16.")
+        lo, hi = (f(r["activation_spread"]["spread"] for r in wide) for f in (min, max))
+        text += (f" {len(wide)} of them ({n_wide} model{'s' if n_wide > 1 else ''}) come from the activations "
+                 f"themselves: they span {lo:.0f}-{hi:.0f}x between calibration crops"
+                 + (f" (every other model: {min(spreads):.1f}-{max(spreads):.1f}x)" if spreads else "")
+                 + ", more than one static 8-bit range per tensor can serve; the refusal says so and names FP16.")
     return "\n".join(lines + [""] + textwrap.wrap(text, 112)) + "\n"
 
 

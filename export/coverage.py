@@ -92,7 +92,9 @@ def spread(calib_peaks: dict) -> dict:
     nor fine-tuning held. Returns the worst layers and, where the spread passes SPREAD_LIMIT, `too_wide`."""
     rows = []
     for n, p in calib_peaks.items():
-        med = max(float(np.median(p)), 1e-12)
+        med = float(np.median(p))
+        if med <= 0:
+            continue  # the median crop has nothing there to lose (an input most crops leave at zero)
         rows.append({"layer": n, "median_peak": round(med, 4), "highest_peak": round(float(p.max()), 4),
                      "spread": round(float(p.max()) / med, 2), "crops_outlying": int(np.sum(p > OUTLIER_FACTOR * med))})
     if not rows:

@@ -286,6 +286,8 @@ def write_report(report: FidelityReport, path) -> Path:
 
 def refusal(report: FidelityReport) -> str:
     """The one-line reason an INT8 artifact is refused, and what to do instead."""
+    from osnet_edge.export.coverage import spread_reason
+
     head = f"INT8 artifact refused: {'; '.join(report.failures)} on {report.n_crops} held-out crops. "
     bound = report.extra.get("weights_only_8bit")
     tried_qat = "ptq" in (report.calibration or {})
@@ -295,8 +297,6 @@ def refusal(report: FidelityReport) -> str:
                 f"{bound['holds']} instead" + ("" if tried_qat else " (--qat, which retrains the weights, is the "
                                                                    "one INT8 left to try)"))
     where = " 8-bit weights alone pass the gates: the loss is in the 8-bit activations." if bound else ""
-    from osnet_edge.export.coverage import spread_reason
-
     wide = spread_reason(report.extra.get("activation_spread") or {})
     if bound and wide:
         return (head + f"8-bit weights alone pass the gates; the loss is in the activations: {wide}. "

@@ -74,6 +74,8 @@ def test_spread_names_the_layer_where_a_few_calibration_crops_peak_far_higher():
     assert "input of b" in reason and "5 of 100 crops" in reason and f"span {s['spread']:.0f}x" in reason
     narrow = cov.spread({"a": peaks["a"]})
     assert not narrow["too_wide"] and cov.spread_reason(narrow) == "" and cov.spread({}) == {}
+    # a layer most crops leave at zero is not a spread
+    assert cov.spread({"dead": np.r_[np.zeros(60), np.ones(40)], "a": peaks["a"]})["layers"][0]["layer"] == "a"
 
     # the refusal gives it as the reason when 8-bit weights alone pass
     report = fid.FidelityReport(n_crops=10, held_out="held", generated=False, cosine_min=0.5, cosine_mean=0.97,

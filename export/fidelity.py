@@ -291,17 +291,16 @@ def refusal(report: FidelityReport) -> str:
     head = f"INT8 artifact refused: {'; '.join(report.failures)} on {report.n_crops} held-out crops. "
     bound = report.extra.get("weights_only_8bit")
     tried_qat = "ptq" in (report.calibration or {})
+    qat_left = "" if tried_qat else " (--qat, which retrains the weights, is the one INT8 left to try)"
     if bound and not bound["passed"]:
         return (head + f"8-bit weights alone (float activations) already miss: {'; '.join(bound['failures'])}, "
                 f"so no activation recipe can bring INT8 up to the gates on this model: export "
-                f"{bound['holds']} instead" + ("" if tried_qat else " (--qat, which retrains the weights, is the "
-                                                                   "one INT8 left to try)"))
+                f"{bound['holds']} instead" + qat_left)
     where = " 8-bit weights alone pass the gates: the loss is in the 8-bit activations." if bound else ""
     wide = spread_reason(report.extra.get("activation_spread") or {})
     if bound and wide:
         return (head + f"8-bit weights alone pass the gates; the loss is in the activations: {wide}. "
-                f"Export {bound['holds']} instead" + ("" if tried_qat else " (--qat, which retrains the weights, "
-                                                                           "is the one INT8 left to try)"))
+                f"Export {bound['holds']} instead" + qat_left)
     return (head + f"FP16 (--half) keeps full fidelity.{where} For INT8 try "
             + ("--qat-epochs N (longer fine-tuning), " if tried_qat else
                "--qat (quantization-aware fine-tuning on the --calib crops) or ")

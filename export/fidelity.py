@@ -50,7 +50,8 @@ class FidelityReport:
     cosine_p01: float
     top1_agreement: float
     top5_agreement: float
-    retrieval: dict | None = None       # {"fp32": {"mAP", "rank1", "rank5"}, "int8": {...}, "n_query", "n_gallery"}
+    # {"fp32": {"mAP", "rank1", "rank5"}, "int8": {...}, "n_query", "n_scored" (the protocol's), "n_gallery"}
+    retrieval: dict | None = None
     thresholds: dict = field(default_factory=dict)    # every gate's threshold (export/gates.py)
     failures: list = field(default_factory=list)
     artifact: str = ""
@@ -101,7 +102,9 @@ class FidelityReport:
                              f">= {d['gap']:.4f}): {d['kept']} of {d['fp32_correct']} ({100 * d['share']:.1f}%)")
         r = self.retrieval
         if r:
-            lines.append(f"  retrieval ({r['n_query']} queries, {r['n_gallery']} gallery, Market-1501 protocol): "
+            scored = r.get("n_scored", r["n_query"])
+            queries = f"{r['n_query']} queries" + (f", {scored} scored" if scored != r["n_query"] else "")
+            lines.append(f"  retrieval ({queries}, {r['n_gallery']} gallery, Market-1501 protocol): "
                          f"FP32 mAP {100 * r['fp32']['mAP']:.1f} rank-1 {100 * r['fp32']['rank1']:.1f} | "
                          f"INT8 mAP {100 * r['int8']['mAP']:.1f} rank-1 {100 * r['int8']['rank1']:.1f}")
         if "top1_identity_agreement" in self.extra:
@@ -229,6 +232,8 @@ def fidelity_report(reference, candidate, held_out, query=None, *, min_cosine: f
         for name, f in (("fp32", ref), ("int8", test)):
             retrieval[name] = retrieval_metrics(f[ng:], f[:ng], query.pids, held_out.pids, query.camids,
                                                 held_out.camids)
+        retrieval["n_scored"] = retrieval["fp32"].pop("n_scored")
+        retrieval["int8"].pop("n_scored")
         kept = correct_matches_kept(ref[ng:], test[ng:], ref[:ng], test[:ng], query.pids, held_out.pids,
                                     query.camids, held_out.camids, gap=agree["decisive"]["gap"])
     elif query is None and held_out.has_identities:

@@ -67,6 +67,14 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, use_
     return _eval_market(distmat, q_pids, g_pids, q_camids, g_camids, max_rank)
 
 
+def scored_queries(q_pids, g_pids, q_camids, g_camids) -> int:
+    """How many queries the Market-1501 protocol scores: those whose identity is in the gallery under another
+    camera (the rest are skipped, so one query moves rank-1 by 100 / this many points, not 100 / len(query))."""
+    q_pids, g_pids = np.asarray(q_pids).reshape(-1, 1), np.asarray(g_pids).reshape(1, -1)
+    other_cam = np.asarray(q_camids).reshape(-1, 1) != np.asarray(g_camids).reshape(1, -1)
+    return int(np.sum(np.any((q_pids == g_pids) & other_cam, axis=1)))
+
+
 def _eval_market(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
     # Vectorised per block of queries: after removing same-pid-same-camera items, a gallery item's
     # rank is the number of kept items before it; CMC needs the first hit's rank, AP the precision

@@ -239,6 +239,32 @@ def test_onnx_qdq_int8(trained, reid_data, tmp_path):
                      **NOVERIFY, **FAST)
 
 
+@pytest.mark.parametrize("arch", ["osnet_ain_x0_25", "osnet_ibn_x0_25"])
+def test_int8_of_instance_norm_variants(arch, reid_data, tmp_path):
+    """torchreid's IN variants (osnet_ain: InstanceNorm in the streams, osnet_ibn: on the block outputs) through
+    both INT8 writers: written, 70% of convolutions INT8, loaded by the runtime, one 512-D embedding per crop.
+    Plumbing only (an untrained network; the gates are opened and the report says so)."""
+    pytest.importorskip("onnxruntime")
+    from osnet_edge import build_model
+    from osnet_edge.calibration import from_market
+    from tests.conftest import TRAINED_SIZE
+
+    model = build_model(arch, num_classes=0, input_size=TRAINED_SIZE).eval()
+    crops = from_market(reid_data, "query", n=5, progress=False).crops
+    for fmt in ("openvino", "onnx"):
+        out = tmp_path / fmt
+        out.mkdir()
+        res = export_model(model, fmt, out, int8=True, calib=str(reid_data), **OPEN_GATES, measure_speed=False,
+                           layer_report=False, **NOVERIFY, **FAST)
+        rep = json.loads((out / (res.path.stem + ".fidelity.json")).read_text())
+        assert rep["extra"]["int8_convolutions"] / rep["extra"]["convolutions"] >= 0.7, (fmt, rep["extra"])
+        assert len(rep["gates_lowered"]) == len(OPEN_GATES)
+        assert "accepted with gates lowered" in res.meta.provenance_line()
+        emb = Embedder(res.path)
+        f = emb.embed(crops)
+        assert emb.meta.precision == "int8" and f.shape == (5, 512) and np.isfinite(f).all()
+
+
 def test_onnx_histogram_calibration_with_a_short_last_batch(trained, reid_data, tmp_path):
     """percentile / entropy ranges over a calibration set that is not a multiple of the batch (9 crops)."""
     ort = pytest.importorskip("onnxruntime")

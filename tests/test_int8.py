@@ -247,7 +247,7 @@ def test_int8_of_instance_norm_variants(arch, reid_data, tmp_path):
     pytest.importorskip("onnxruntime")
     from osnet_edge import build_model
     from osnet_edge.calibration import from_market
-    from tests.conftest import TRAINED_SIZE
+    from conftest import TRAINED_SIZE
 
     model = build_model(arch, num_classes=0, input_size=TRAINED_SIZE).eval()
     crops = from_market(reid_data, "query", n=5, progress=False).crops

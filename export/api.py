@@ -168,8 +168,10 @@ def export_model(model, fmt: str, output=None, *, half: bool = False, int8: bool
     tmp = out.parent / (tmp_stem + out.suffix)
     written: list = []
     try:
+        # the INT8 writers print calibration progress and their fidelity report unless told to be quiet
+        quiet_writer = {"quiet": quiet} if int8 else {}
         written = [Path(p) for p in writer(model, tmp, meta, opset=opset, half=half, int8=int8, calib=calib,
-                                           max_batch=max_batch, **options)]
+                                           max_batch=max_batch, **quiet_writer, **options)]
         if not written or not written[0].is_file():
             raise ArtifactError(f"the {fmt} writer produced no file at {tmp}")
         parity = {}

@@ -5,10 +5,10 @@ and 2nd neighbour further apart than the artifact's measured similarity noise ca
 With identities (a dataset split, an osnet-crops folder): correct matches kept (of the queries FP32 answers
 right, the share INT8 still answers right; judged on the queries whose FP32 right answer is ahead of the nearest
 wrong identity by the decisive gap, as top-1 agreement is, when at least MIN_DECISIVE_CROPS are), retrieval
-rank-1 and mAP drop. One query on a small query set
-moves rank-1 by 100/n points (n: the queries the protocol scores): the drop tolerance is max(threshold, one
-query), and losing one correct match is always tolerated. Strict top-1 agreement (which of two frames of one person comes first) is
-information by default; given a threshold (--min-top1) it is a gate too.
+rank-1 and mAP drop. One query on a small query set moves rank-1 by 100/n points (n: the queries the protocol
+scores): the drop tolerance is max(threshold, one query), and losing one correct match is always tolerated.
+Strict top-1 agreement (which of two frames of one person comes first) is information by default; given a
+threshold (--min-top1) it is a gate too.
 
 Each gate is one keyword option of the INT8 writers and one osnet-export flag (key with dashes). A threshold
 looser than its default is recorded as "lowered", and a report with lowered gates never reads "passed".
@@ -153,4 +153,5 @@ def row_line(r: dict) -> str:
     if not r["applied"]:
         return f"    -    {g.label} {_fmt(g, r['value'])}: not applied ({r['note']})"
     return (f"    {'ok  ' if r['passed'] else 'FAIL'} {g.label} {_fmt(g, r['value'])} "
-            f"{'>=' if g.kind == 'min' else '<='} {_fmt(g, r.get('limit', r['threshold']))}" + (f" ({r['note']})" if r["note"] else ""))
+            f"{'>=' if g.kind == 'min' else '<='} {_fmt(g, r.get('limit', r['threshold']))}"
+            + (f" ({r['note']})" if r["note"] else ""))

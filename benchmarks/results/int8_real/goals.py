@@ -31,7 +31,8 @@ def run_facts(run: Path) -> dict:
     """weights, input size, training pipeline and loss of a run folder."""
     if (run / "model.pth").is_file():
         t = json.loads((run / "train.json").read_text())
-        return {"weights": run / "model.pth", "imgsz": tuple(t["imgsz"]), "pipeline": "torchreid 0.2.5", "arch": "osnet_x0_25",
+        return {"weights": run / "model.pth", "imgsz": tuple(t["imgsz"]), "pipeline": "torchreid 0.2.5",
+                "arch": t.get("arch", "osnet_x0_25"),
                 "loss": "softmax+triplet" if t["loss"] == "triplet" else "softmax+LS", "epochs": t["epochs"],
                 "fp32_map_full": round(100 * t["mAP"], 1)}
     c = json.loads((run / "config.json").read_text())

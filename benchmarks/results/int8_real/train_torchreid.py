@@ -1,4 +1,4 @@
-"""Train osnet_x0_25 with torchreid 0.2.5's OWN model code and losses on the osnet-crops tracklets of vtest.avi.
+"""Train an OSNet (osnet_x0_25 by default) with torchreid 0.2.5's OWN model code and losses on the osnet-crops tracklets of vtest.avi.
 
 The model (models/osnet.py), CrossEntropyLoss (label smoothing) and TripletLoss (batch-hard) and the
 RandomIdentitySampler are torchreid's source files, read from its sdist (.cache/torchreid-0.2.5.tar.gz, as
@@ -61,6 +61,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True, help="osnet-crops / Market-1501 root")
     p.add_argument("--loss", choices=["softmax", "triplet"], default="triplet")
+    p.add_argument("--arch", default="osnet_x0_25", help="a constructor of torchreid's models/osnet.py")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--imgsz", type=int, nargs=2, default=(256, 128))
     p.add_argument("--threads", type=int, default=2)
@@ -81,7 +82,7 @@ def main():
     label = {q: i for i, q in enumerate(pids)}
     data_source = [(i, label[q], 0, 0) for i, q in enumerate(train.pids.tolist())]
     h, w = a.imgsz
-    model = osnet.osnet_x0_25(num_classes=len(pids), loss=a.loss, pretrained=False)
+    model = getattr(osnet, a.arch)(num_classes=len(pids), loss=a.loss, pretrained=False)
     ce = ce_mod.CrossEntropyLoss(num_classes=len(pids), eps=0.1, use_gpu=False, label_smooth=True)
     tri = tri_mod.TripletLoss(margin=0.3)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=5e-4, betas=(0.9, 0.999), amsgrad=True)
@@ -122,13 +123,13 @@ def main():
     from osnet_edge.evaluation import evaluate_rank
     from osnet_edge.export.fidelity import embedder_for
 
-    m = build_model("osnet_x0_25", weights=str(out / "model.pth"), input_size=(h, w)).eval()
+    m = build_model(a.arch, weights=str(out / "model.pth"), input_size=(h, w)).eval()
     emb = embedder_for(m)
     q = from_market(a.data, "query", n=None, progress=False)
     g = from_market(a.data, "gallery", n=None, progress=False)
     fq, fg = emb(q.crops), emb(g.crops)
     cmc, mAP = evaluate_rank(1 - fq @ fg.T, q.pids, g.pids, q.camids, g.camids)
-    res = {"loss": a.loss, "epochs": a.epochs, "imgsz": [h, w], "train_ids": len(pids), "train_crops": len(train),
+    res = {"arch": a.arch, "loss": a.loss, "epochs": a.epochs, "imgsz": [h, w], "train_ids": len(pids), "train_crops": len(train),
            "seconds": round(time.time() - t0, 1), "mAP": float(mAP), "rank1": float(cmc[0]), "log": log}
     (out / "train.json").write_text(json.dumps(res, indent=1))
     print(f"done: mAP {100 * mAP:.1f} rank-1 {100 * cmc[0]:.1f} in {res['seconds'] / 60:.1f} min", flush=True)

@@ -1,4 +1,5 @@
-"""Train an OSNet (osnet_x0_25 by default) with torchreid 0.2.5's OWN model code and losses on the osnet-crops tracklets of vtest.avi.
+"""Train an OSNet (osnet_x0_25 by default) with torchreid 0.2.5's OWN model code and losses on the osnet-crops
+tracklets of vtest.avi.
 
 The model (models/osnet.py), CrossEntropyLoss (label smoothing) and TripletLoss (batch-hard) and the
 RandomIdentitySampler are torchreid's source files, read from its sdist (.cache/torchreid-0.2.5.tar.gz, as
@@ -129,7 +130,8 @@ def main():
     g = from_market(a.data, "gallery", n=None, progress=False)
     fq, fg = emb(q.crops), emb(g.crops)
     cmc, mAP = evaluate_rank(1 - fq @ fg.T, q.pids, g.pids, q.camids, g.camids)
-    res = {"arch": a.arch, "loss": a.loss, "epochs": a.epochs, "imgsz": [h, w], "train_ids": len(pids), "train_crops": len(train),
+    res = {"arch": a.arch, "loss": a.loss, "epochs": a.epochs, "imgsz": [h, w], "train_ids": len(pids),
+           "train_crops": len(train),
            "seconds": round(time.time() - t0, 1), "mAP": float(mAP), "rank1": float(cmc[0]), "log": log}
     (out / "train.json").write_text(json.dumps(res, indent=1))
     print(f"done: mAP {100 * mAP:.1f} rank-1 {100 * cmc[0]:.1f} in {res['seconds'] / 60:.1f} min", flush=True)

@@ -24,6 +24,7 @@ import numpy as np
 
 from osnet_edge.errors import ArtifactError, InputError
 from osnet_edge.export import gates as gt
+from osnet_edge.evaluation import scored_queries
 from osnet_edge.export.fidelity_metrics import (CLEAR_GAP, MAX_DECISIVE_GAP, correct_matches_kept,
                                                 embedding_agreement, retrieval_metrics)
 
@@ -228,12 +229,11 @@ def fidelity_report(reference, candidate, held_out, query=None, *, min_cosine: f
     retrieval, kept = None, None
     ng = len(held_out)
     if query is not None and query.has_identities and held_out.has_identities:
-        retrieval = {"n_query": len(query), "n_gallery": ng}
+        retrieval = {"n_query": len(query), "n_gallery": ng,
+                     "n_scored": scored_queries(query.pids, held_out.pids, query.camids, held_out.camids)}
         for name, f in (("fp32", ref), ("int8", test)):
             retrieval[name] = retrieval_metrics(f[ng:], f[:ng], query.pids, held_out.pids, query.camids,
                                                 held_out.camids)
-        retrieval["n_scored"] = retrieval["fp32"].pop("n_scored")
-        retrieval["int8"].pop("n_scored")
         kept = correct_matches_kept(ref[ng:], test[ng:], ref[:ng], test[:ng], query.pids, held_out.pids,
                                     query.camids, held_out.camids, gap=agree["decisive"]["gap"])
     elif query is None and held_out.has_identities:

@@ -84,12 +84,11 @@ def embedding_agreement(ref, test, k: int = 5) -> dict:
 
 def retrieval_metrics(q, g, q_pids, g_pids, q_camids, g_camids) -> dict:
     """mAP / rank-1 / rank-5 with the Market-1501 protocol (cosine distance on L2-normalised features)."""
-    from osnet_edge.evaluation import evaluate_rank, scored_queries
+    from osnet_edge.evaluation import evaluate_rank
 
     dist = 1.0 - _unit(q) @ _unit(g).T
     cmc, mAP = evaluate_rank(dist, q_pids, g_pids, q_camids, g_camids)
-    return {"mAP": float(mAP), "rank1": float(cmc[0]), "rank5": float(cmc[min(4, len(cmc) - 1)]),
-            "n_scored": scored_queries(q_pids, g_pids, q_camids, g_camids)}
+    return {"mAP": float(mAP), "rank1": float(cmc[0]), "rank5": float(cmc[min(4, len(cmc) - 1)])}
 
 
 def _top1_margins(q, g, q_pids, g_pids, q_camids, g_camids, leave_one_out: bool) -> np.ndarray:

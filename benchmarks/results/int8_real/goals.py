@@ -171,8 +171,9 @@ def short(rows) -> str:
     bound_missed = sum(bool(r.get("weights_only_8bit")) and not r["weights_only_8bit"]["passed"] for r in refused)
     models = len({r["run"] for r in rows})
     wide = [r for r in refused if (r.get("activation_spread") or {}).get("too_wide")]
-    spreads = [r["activation_spread"]["spread"] for r in rows if r.get("activation_spread")
-               and not r["activation_spread"]["too_wide"]]
+    spreads = [r["activation_spread"]["spread"] for r in rows if r.get("activation_spread") and r["accepted"]]
+    narrow_refused = sorted({round(r["activation_spread"]["spread"]) for r in refused if r.get("activation_spread")
+                             and not r["activation_spread"]["too_wide"]})
     text = (f"{models} models. Of the {len(refused)} refusals, 8-bit weights alone already missed the gates in "
             f"{bound_missed}" + (" (INT8 cannot hold there; the refusal names FP16)" if bound_missed else
                                  ": the loss was in the 8-bit activations every time") + ".")
@@ -181,7 +182,9 @@ def short(rows) -> str:
         lo, hi = (f(r["activation_spread"]["spread"] for r in wide) for f in (min, max))
         text += (f" {len(wide)} of them ({n_wide} model{'s' if n_wide > 1 else ''}) come from the activations "
                  f"themselves: they span {lo:.0f}-{hi:.0f}x between calibration crops"
-                 + (f" (every other model: {min(spreads):.1f}-{max(spreads):.1f}x)" if spreads else "")
+                 + (f" (the accepted models: {min(spreads):.1f}-{max(spreads):.1f}x"
+                    + (f"; the other refusals: {', '.join(f'{v}x' for v in narrow_refused)}" if narrow_refused else "")
+                    + ")" if spreads else "")
                  + ", more than one static 8-bit range per tensor can serve; the refusal says so and names FP16.")
     return "\n".join(lines + [""] + textwrap.wrap(text, 112)) + "\n"
 

@@ -1,4 +1,6 @@
-"""x1_0 triplet: QAT from MEAN_MINMAX ranges with the loss weighted to the worst crops of each batch, longer."""
+"""QAT from a chosen NNCF range estimator with the loss weighted to the worst crops of each batch (and more epochs).
+
+Usage: trial_x10_qat_hard.py ESTIMATOR FORMAT OUT.json EPOCHS TOPK RUN... (TOPK 0: the plain loss)."""
 import sys, json, inspect, textwrap
 from pathlib import Path
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))

@@ -13,7 +13,9 @@ est, fmt, out, doqat = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "qa
 runs = sys.argv[5:]
 real_ptq, real_qat = qov.quantize_settings, qat._settings
 def ptq(recipe, m, keep_fp32=()):
-    kw = real_ptq(recipe, m, keep_fp32); kw["advanced_parameters"].activations_range_estimator_params = getattr(R, est); return kw
+    kw = real_ptq(recipe, m, keep_fp32)
+    kw["advanced_parameters"].activations_range_estimator_params = getattr(R, est)
+    return kw
 def qs():
     kw = real_qat(); kw["advanced_parameters"].activations_range_estimator_params = getattr(R, est); return kw
 qov.quantize_settings, qat._settings = ptq, qs

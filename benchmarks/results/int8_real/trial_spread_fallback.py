@@ -15,7 +15,8 @@ model = build_model(None, weights=str(f["weights"]), input_size=f["imgsz"]).eval
 from osnet_edge.checkpoint import model_meta
 from osnet_edge.export.quantize_openvino import fp32_ov_model
 ovm = fp32_ov_model(model, model_meta(model, precision="fp32"))
-convs = [op.get_friendly_name() for op in ovm.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
+convs = [op.get_friendly_name() for op in ovm.get_ordered_ops()
+         if op.get_type_name() in ("Convolution", "GroupConvolution")]
 keep = []
 for l in layers:
     parts, toks = l.split("."), []
@@ -26,6 +27,7 @@ for l in layers:
     assert len(hit) == 1, (l, hit[:3]); keep.append("/model" + hit[0])
 print(keep)
 work = run / f"trial_fallback{k}"; work.mkdir(exist_ok=True)
-r, rep = export_row(model, f["weights"], f["imgsz"], "openvino", "/work/data/vtest_crops", work, f"{run.name} openvino fallback{k}", keep_fp32=keep)
+r, rep = export_row(model, f["weights"], f["imgsz"], "openvino", "/work/data/vtest_crops", work,
+                    f"{run.name} openvino fallback{k}", keep_fp32=keep)
 rows = json.loads(Path(out).read_text()) if Path(out).exists() else []
 rows.append(r); Path(out).write_text(json.dumps(rows, indent=1, default=str))

@@ -1,6 +1,7 @@
 """QAT from a chosen NNCF range estimator with the loss weighted to the worst crops of each batch (and more epochs).
 
-Usage: trial_x10_qat_hard.py ESTIMATOR FORMAT OUT.json EPOCHS TOPK RUN... (TOPK 0: the plain loss)."""
+Usage: trial_x10_qat_hard.py ESTIMATOR FORMAT OUT.json EPOCHS TOPK RUN... (TOPK 0: the plain loss; EPOCHS 0:
+post-training only, the estimator's ranges alone)."""
 import sys, json, inspect, textwrap
 from pathlib import Path
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
@@ -29,7 +30,8 @@ for run in map(Path, runs):
     model = build_model(None, weights=str(f["weights"]), input_size=f["imgsz"]).eval()
     work = run / f"trial_hard_{est}_{fmt}_{epochs}_{topk}"; work.mkdir(exist_ok=True)
     r, rep = export_row(model, f["weights"], f["imgsz"], fmt, "/work/data/vtest_crops", work,
-                        f"{run.name} {fmt} {est} qat{epochs} top{topk}", qat=True, qat_epochs=epochs)
+                        f"{run.name} {fmt} {est} " + (f"qat{epochs} top{topk}" if epochs else "ptq"),
+                        **({"qat": True, "qat_epochs": epochs} if epochs else {}))
     r["ptq"] = (rep.get("calibration") or {}).get("ptq")
     r["qat_history"] = (rep.get("calibration") or {}).get("qat_history")
     rows.append(r); Path(out).write_text(json.dumps(rows, indent=1, default=str))
